@@ -1,0 +1,142 @@
+"""Events and the tracer that routes them to sinks.
+
+Every backend call, reward call and controller decision is an `Event`. The current `Tracer`
+lives in a context variable, so nested code emits without being handed one, and spans nest
+through a second context variable (`parent_id` is the enclosing span). Sinks: `JSONLSink`
+(append, one event per line, flushed per line so a killed run keeps every finished line),
+`ConsoleSink` (rich), and any callable taking an `Event`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentic.core.errors import TraceFormatError
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    ts: float = Field(default_factory=time.time)
+    span_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
+    parent_id: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sink(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+class JSONLSink:
+    """Appends events to a file, one JSON object per line, flushed after each line."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] | None = self.path.open("a", encoding="utf-8")
+
+    def __call__(self, event: Event) -> None:
+        if self._fh is None:
+            raise ValueError(f"JSONLSink({self.path}) is closed")
+        self._fh.write(event.model_dump_json() + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class ConsoleSink:
+    """Prints one line per event with rich; `types` limits which event types are shown."""
+
+    def __init__(self, types: set[str] | None = None) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.types = types
+
+    def __call__(self, event: Event) -> None:
+        if self.types is None or event.type in self.types:
+            brief = json.dumps(event.payload, default=str)[:160]
+            self.console.print(f"[dim]{event.span_id}[/] [bold]{event.type}[/] {brief}")
+
+
+_tracer: ContextVar[Tracer | None] = ContextVar("agentic_tracer", default=None)
+_span: ContextVar[str | None] = ContextVar("agentic_span", default=None)
+
+
+class Tracer:
+    def __init__(self, sinks: list[Sink | Callable[[Event], None]] | None = None) -> None:
+        self.sinks = list(sinks or [])
+
+    @staticmethod
+    def current() -> Tracer | None:
+        return _tracer.get()
+
+    @contextmanager
+    def activate(self) -> Iterator[Tracer]:
+        token = _tracer.set(self)
+        try:
+            yield self
+        finally:
+            _tracer.reset(token)
+
+    def emit(self, type: str, **payload: Any) -> Event:
+        event = Event(type=type, parent_id=_span.get(), payload=payload)
+        for sink in self.sinks:
+            sink(event)
+        return event
+
+
+def emit(type: str, **payload: Any) -> Event | None:
+    """Emit on the current tracer; a no-op (returns None) when no tracer is active."""
+    tracer = _tracer.get()
+    return tracer.emit(type, **payload) if tracer is not None else None
+
+
+@contextmanager
+def span(type: str, **payload: Any) -> Iterator[str]:
+    """Open a span: emits `type` and makes its id the parent of events emitted inside."""
+    event = emit(type, **payload)
+    span_id = event.span_id if event is not None else uuid.uuid4().hex[:16]
+    token = _span.set(span_id)
+    try:
+        yield span_id
+    finally:
+        _span.reset(token)
+
+
+def read_events(path: str | Path) -> Iterator[Event]:
+    """Events of a JSONL trace, in order. A malformed line raises `TraceFormatError` naming the
+    file and line number; a truncated final line (a run killed mid-write) is ignored."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"trace file not found: {p}")
+    lines = p.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield Event.model_validate_json(line)
+        except ValidationError as e:
+            last = i == len(lines) and not p.read_text(encoding="utf-8").endswith("\n")
+            if last:
+                return
+            raise TraceFormatError(f"{p}:{i}: not a valid event: {_first_error(e)}") from None
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(x) for x in err.get("loc", ())) or "line"
+    return f"{where}: {err.get('msg', 'invalid')}"

@@ -1,0 +1,52 @@
+"""Tasks, outcomes and task suites (tasks plus an async checker)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentic.core.types import Usage
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    input: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    answer: str | None = None
+
+
+class Outcome(BaseModel):
+    """What a controller produced for one task. `error` is set when the task could not finish
+    (for example the budget ran out); `output` then holds the best found so far, maybe empty."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task_id: str
+    output: str
+    score: float | None = None
+    usage: Usage = Field(default_factory=Usage)
+    trace_id: str | None = None
+    error: str | None = None
+
+
+class TaskSuite(ABC):
+    """A named, seeded set of tasks and the checker that scores an output in [0, 1]."""
+
+    name: str
+    system_prompt: str | None = None
+
+    @property
+    @abstractmethod
+    def tasks(self) -> Sequence[Task]: ...
+
+    @abstractmethod
+    async def check(self, task: Task, output: str) -> float: ...
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this suite (stored with a recorded run)."""
+        return {"name": self.name}

@@ -1,0 +1,201 @@
+"""Values that cross every boundary: messages, sampling parameters, requests, generations, usage.
+
+All are pydantic v2 models; the ones that are values are frozen so they can be hashed, cached
+and recorded. Field names follow vLLM / OpenAI where those exist (`max_tokens`, `top_p`, `stop`,
+`n`, `logprobs`), so a user of either reads them without a glossary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ToolCall(_Value):
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(_Value):
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] | None = None
+
+
+class SamplingParams(_Value):
+    """How to sample. `temperature=0` is greedy. `logprobs=None` returns no logprobs,
+    `0` the chosen tokens' logprobs only, `k>0` also the top-k alternatives per position."""
+
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0, description="0 disables top-k filtering")
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = Field(default=1, ge=1)
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_tuple(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return (v,)
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_nonempty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must be non-empty")
+        return v
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class _Prompted(_Value):
+    """A chat (`messages`) or a raw completion (`prompt`), optionally continued by `prefix`."""
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    prefix: str = Field(
+        default="",
+        description="Text the assistant turn already starts with; generation continues it "
+        "(vLLM: continue_final_message).",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` or `prompt`")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` is empty")
+        if self.prompt is not None and not self.prompt and not self.prefix:
+            raise ValueError("`prompt` is empty")
+        return self
+
+    def key(self) -> str:
+        """Stable hash of the request: equal requests hash equally across processes."""
+        return hashlib.sha256(_canonical(self.model_dump(mode="json")).encode()).hexdigest()[:32]
+
+
+class GenerateRequest(_Prompted):
+    params: SamplingParams = Field(default_factory=SamplingParams)
+
+    @classmethod
+    def chat(cls, user: str, *, system: str | None = None, **params: Any) -> GenerateRequest:
+        msgs = [Message(role="system", content=system)] if system else []
+        msgs.append(Message(role="user", content=user))
+        return cls(messages=tuple(msgs), params=SamplingParams(**params))
+
+
+class ScoreRequest(_Prompted):
+    """Logprobs of `continuation` (text, or exact token ids) after the prompt and prefix."""
+
+    continuation: str | tuple[int, ...]
+    top_logprobs: int = Field(default=0, ge=0, le=20)
+
+    @field_validator("continuation")
+    @classmethod
+    def _nonempty(cls, v: str | tuple[int, ...]) -> str | tuple[int, ...]:
+        if len(v) == 0:
+            raise ValueError("`continuation` is empty")
+        return v
+
+
+class Usage(_Value):
+    """What a piece of work cost. Addable: `a + b` sums every field."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_calls: int = 0
+    reward_calls: int = 0
+    seconds: float = 0.0
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            model_calls=self.model_calls + other.model_calls,
+            reward_calls=self.reward_calls + other.reward_calls,
+            seconds=self.seconds + other.seconds,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+    @classmethod
+    def total(cls, items: Any) -> Usage:
+        out = cls()
+        for u in items:
+            out = out + u
+        return out
+
+
+class TopLogprob(_Value):
+    token_id: int | None = None
+    token: str
+    logprob: float
+
+
+def _entropy_from_top(alts: tuple[TopLogprob, ...]) -> float:
+    """Entropy of the top-k alternatives renormalised: a lower bound estimate when only
+    top-k is known (remote servers); local backends report the exact value instead."""
+    ps = [math.exp(a.logprob) for a in alts]
+    z = sum(ps)
+    return -sum(p / z * math.log(p / z) for p in ps if p > 0) if z > 0 else 0.0
+
+
+class Generation(_Value):
+    """One sampled completion. Token-level lists are aligned with `token_ids`."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    token_logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[tuple[TopLogprob, ...], ...] | None = None
+    entropies: tuple[float, ...] | None = Field(
+        default=None,
+        description="Per-token entropy (nats) of the next-token distribution; exact for local "
+        "backends, derived from top-k logprobs otherwise.",
+    )
+    finish_reason: Literal["stop", "length"] = "stop"
+    stop_reason: str | None = Field(default=None, description="the stop string that ended it")
+    usage: Usage = Field(default_factory=Usage)
+
+    @model_validator(mode="after")
+    def _derive_entropy(self) -> Self:
+        if self.entropies is None and self.top_logprobs:
+            object.__setattr__(
+                self, "entropies", tuple(_entropy_from_top(a) for a in self.top_logprobs)
+            )
+        return self
+
+    @property
+    def logprob(self) -> float | None:
+        return sum(self.token_logprobs) if self.token_logprobs is not None else None
+
+
+class ScoreResult(_Value):
+    token_ids: tuple[int, ...]
+    token_logprobs: tuple[float, ...]
+    top_logprobs: tuple[tuple[TopLogprob, ...], ...] | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def logprob(self) -> float:
+        return sum(self.token_logprobs)

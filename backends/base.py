@@ -1,0 +1,132 @@
+"""The `Backend` protocol and `BaseBackend`, which does a backend's bookkeeping once.
+
+Every model call in agentic goes through `Backend.generate` / `Backend.score`. `BaseBackend`
+validates the input, checks the current `Budget` before the call, charges it after, and emits
+one `backend.generate` / `backend.score` event per request carrying the request and its result.
+Those events are the recording that `ReplayBackend` serves back, so budgets, tracing and replay
+work for every backend that subclasses it (a third-party plugin included).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from agentic.core import (
+    ConfigError,
+    GenerateRequest,
+    Generation,
+    Message,
+    NotSupported,
+    ScoreRequest,
+    ScoreResult,
+    Usage,
+    charge_budget,
+    check_budget,
+    emit,
+)
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    logprobs: bool = False
+    top_logprobs: int = 0
+    prefix: bool = False
+    score: bool = False
+    streaming: bool = False
+    seed: bool = False
+    hidden_states: bool = False
+    interventions: bool = False
+    max_batch: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Generation]]: ...
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]: ...
+
+    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _checked(requests: Sequence[Any], kind: type[BaseModel], method: str) -> list[Any]:
+    if isinstance(requests, BaseModel):
+        raise ConfigError(f"{method}() takes a list of {kind.__name__}, got a single request")
+    items = list(requests)
+    if not items:
+        raise ConfigError(f"{method}() got an empty list of requests")
+    for i, r in enumerate(items):
+        if not isinstance(r, kind):
+            raise ConfigError(
+                f"{method}() requests[{i}] is {type(r).__name__}, expected {kind.__name__}"
+            )
+    return items
+
+
+class BaseBackend(ABC):
+    """Subclasses implement `_generate`, optionally `_score` and `stream`, and `count_tokens`."""
+
+    name: str = "backend"
+    capabilities: Capabilities = Capabilities()
+
+    async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Generation]]:
+        items = _checked(requests, GenerateRequest, "generate")
+        check_budget()
+        results = await self._generate(items)
+        self._account("backend.generate", items, results)
+        return results
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        items = _checked(requests, ScoreRequest, "score")
+        check_budget()
+        results = await self._score(items)
+        self._account("backend.score", items, [[r] for r in results])
+        return results
+
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+        """Text as it is produced. Backends without token streaming yield the whole text once."""
+        gens = await self.generate([request])
+        yield gens[0][0].text
+
+    @abstractmethod
+    async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]: ...
+
+    async def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        raise NotSupported(f"backend {self.name!r} cannot score continuations")
+
+    @abstractmethod
+    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int: ...
+
+    async def aclose(self) -> None:
+        return None
+
+    async def __aenter__(self) -> BaseBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _account(
+        self, event: str, requests: Sequence[BaseModel], results: Sequence[Sequence[BaseModel]]
+    ) -> None:
+        usage = Usage()
+        for req, res in zip(requests, results, strict=True):
+            for r in res:
+                usage = usage + r.usage  # type: ignore[attr-defined]
+            emit(
+                event,
+                backend=self.name,
+                key=req.key(),  # type: ignore[attr-defined]
+                request=req.model_dump(mode="json"),
+                results=[r.model_dump(mode="json") for r in res],
+            )
+        charge_budget(usage)

@@ -1,0 +1,202 @@
+"""Batched decoding of many independent rows with one Hugging Face causal LM (synchronous).
+
+One call prefills every row (left-padded, explicit position ids) and decodes them together;
+rows that finish (EOS, stop string, `max_tokens`) are dropped from the batch and from the KV
+cache at once, so the remaining rows do not pay for them. Each row samples with its own
+`torch.Generator`, so a seeded request gives the same tokens alone or in any batch.
+Logprobs are the raw model distribution (before temperature / top-k / top-p), as in vLLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from agentic.core import SamplingParams, TopLogprob
+
+
+@dataclass
+class Row:
+    """One sample to generate. Filled in place by `decode_rows`."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    generator: torch.Generator | None = None
+    on_text: Callable[[str], None] | None = None
+    out_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    tops: list[tuple[TopLogprob, ...]] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str = "length"
+    stop_reason: str | None = None
+    done: bool = False
+    _sent: int = 0
+
+
+class RowDecoder:
+    """Holds what the decode loop needs from the tokenizer; one per model."""
+
+    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], pad_id: int) -> None:
+        self.model = model
+        self.tok = tokenizer
+        self.eos_ids = eos_ids
+        self.pad_id = pad_id
+
+    def decode_text(self, ids: list[int]) -> str:
+        return str(self.tok.decode(ids, skip_special_tokens=True))
+
+    def _pick(self, rows: list[Row], logits: torch.Tensor) -> torch.Tensor:
+        """Next token per row: greedy rows by argmax, sampled rows with their own generator."""
+        picked = logits.argmax(-1)
+        for i, row in enumerate(rows):
+            p = row.params
+            if p.temperature == 0.0:
+                continue
+            scores = logits[i] / p.temperature
+            if p.top_k and p.top_k < scores.shape[-1]:
+                kth = torch.topk(scores, p.top_k).values[-1]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            if p.top_p < 1.0:
+                sorted_scores, order = torch.sort(scores, descending=True)
+                cum = torch.softmax(sorted_scores, -1).cumsum(-1)
+                drop = cum - torch.softmax(sorted_scores, -1) > p.top_p
+                scores = scores.scatter(0, order, sorted_scores.masked_fill(drop, float("-inf")))
+            probs = torch.softmax(scores, -1)
+            picked[i] = torch.multinomial(probs, 1, generator=row.generator)[0]
+        return picked
+
+    def _finish(self, row: Row) -> None:
+        """Decide whether `row` is done after its latest token; cut stop strings exactly."""
+        tok = row.out_ids[-1]
+        if tok in self.eos_ids:
+            row.done, row.finish_reason = True, "stop"
+        stops = row.params.stop
+        if stops or row.on_text is not None or row.done:
+            row.text = self.decode_text(row.out_ids)
+        if stops and not row.done:
+            hits = [(row.text.find(s), s) for s in stops if s in row.text]
+            if hits:
+                at, s = min(hits)
+                row.text = row.text[:at]
+                row.done, row.finish_reason, row.stop_reason = True, "stop", s
+        if not row.done and len(row.out_ids) >= row.params.max_tokens:
+            row.done, row.finish_reason = True, "length"
+        if row.done and not stops and row.on_text is None:
+            row.text = self.decode_text(row.out_ids)
+        if row.on_text is not None:
+            self._stream(row)
+
+    @staticmethod
+    def _stream(row: Row) -> None:
+        assert row.on_text is not None
+        text = row.text
+        if not row.done:
+            hold = max((len(s) - 1 for s in row.params.stop), default=0)
+            cut = len(text) - hold
+            # a trailing U+FFFD is half of a multi-byte character: wait for the rest
+            while cut > row._sent and text[cut - 1] == "\ufffd":
+                cut -= 1
+            text = text[:cut]
+        if len(text) > row._sent:
+            row.on_text(text[row._sent :])
+            row._sent = len(text)
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-align sequences; position ids count real tokens only, so padding is invisible."""
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
+        ids, mask = ids.to(self.model.device), mask.to(self.model.device)
+        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    @torch.inference_mode()
+    def decode_rows(self, rows: list[Row]) -> None:
+        """Generate every row to completion, in one batch."""
+        if not rows:
+            return
+        device = self.model.device
+        ids, mask, pos = self._left_pad([r.prompt_ids for r in rows])
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        live = list(rows)
+        want_top = max((r.params.logprobs or 0) for r in rows)
+        while True:
+            logits = out.logits[:, -1, :].float()
+            logp = torch.log_softmax(logits, -1)
+            entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
+            nxt = self._pick(live, logits)
+            chosen = logp.gather(-1, nxt[:, None])[:, 0]
+            top = logp.topk(want_top, -1) if want_top else None
+            nxt_l, chosen_l, ent_l = nxt.tolist(), chosen.tolist(), entropy.tolist()
+            for i, row in enumerate(live):
+                row.out_ids.append(nxt_l[i])
+                row.logprobs.append(chosen_l[i])
+                row.entropies.append(ent_l[i])
+                if top is not None and row.params.logprobs:
+                    k = row.params.logprobs
+                    vals, idx = top.values[i, :k].tolist(), top.indices[i, :k].tolist()
+                    row.tops.append(
+                        tuple(
+                            TopLogprob(token_id=t, token=self.tok.decode([t]), logprob=v)
+                            for t, v in zip(idx, vals, strict=True)
+                        )
+                    )
+                self._finish(row)
+            keep = [i for i, r in enumerate(live) if not r.done]
+            if not keep:
+                return
+            if len(keep) < len(live):
+                sel = torch.tensor(keep, device=device)
+                cache.batch_select_indices(sel)
+                mask, nxt = mask[sel], nxt[sel]
+                live = [live[i] for i in keep]
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], -1)
+            out = self.model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=mask.sum(-1, keepdim=True) - 1,
+                past_key_values=cache,
+                use_cache=True,
+            )
+
+    @torch.inference_mode()
+    def score_rows(
+        self, prompts: list[list[int]], conts: list[list[int]], top_k: int
+    ) -> list[tuple[list[float], list[tuple[TopLogprob, ...]]]]:
+        """Logprob of each continuation token given everything before it, in one forward."""
+        device = self.model.device
+        ids, mask, pos = self._left_pad([p + c for p, c in zip(prompts, conts, strict=True)])
+        width = ids.shape[1]
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+        out = []
+        for i, c in enumerate(conts):
+            start = width - len(c) - 1
+            logp = torch.log_softmax(logits[i, start : width - 1], -1)
+            chosen = logp.gather(-1, torch.tensor(c, device=device)[:, None])[:, 0].tolist()
+            tops: list[tuple[TopLogprob, ...]] = []
+            if top_k:
+                t = logp.topk(top_k, -1)
+                for vals, idx in zip(t.values.tolist(), t.indices.tolist(), strict=True):
+                    tops.append(
+                        tuple(
+                            TopLogprob(token_id=j, token=self.tok.decode([j]), logprob=v)
+                            for j, v in zip(idx, vals, strict=True)
+                        )
+                    )
+            out.append((chosen, tops))
+        return out

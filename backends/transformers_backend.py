@@ -1,0 +1,278 @@
+"""`TransformersBackend`: a local Hugging Face causal LM behind the async `Backend` protocol.
+
+Many coroutines may call `generate` at once; a scheduler coalesces whatever is queued into one
+batched decode (`hf_decode.RowDecoder`), run in a worker thread so the event loop stays free.
+`await asyncio.gather(*(backend.generate([r]) for r in requests))` is therefore batched without
+the caller doing anything. A batch runs to completion before the next one starts; requests that
+arrive meanwhile wait and form the next batch (static batching, rows pruned as they finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agentic.core import (
+    ConfigError,
+    GenerateRequest,
+    Generation,
+    Message,
+    ScoreRequest,
+    ScoreResult,
+    Usage,
+    check_budget,
+)
+from backends.base import BaseBackend, Capabilities
+from backends.hf_decode import Row, RowDecoder
+
+
+@dataclass
+class _Job:
+    request: GenerateRequest
+    rows: list[Row]
+    future: asyncio.Future[list[Generation]]
+    started: float = field(default_factory=time.monotonic)
+
+
+class TransformersBackend(BaseBackend):
+    def __init__(
+        self, model: Any, tokenizer: Any, *, name: str = "hf", max_batch: int = 64
+    ) -> None:
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_batch = max_batch
+        self.capabilities = Capabilities(
+            logprobs=True,
+            top_logprobs=20,
+            prefix=True,
+            score=True,
+            streaming=True,
+            seed=True,
+            hidden_states=True,
+            interventions=True,
+            max_batch=max_batch,
+        )
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
+        self.decoder = RowDecoder(model, tokenizer, eos_ids, pad)
+        self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
+        self._pending: deque[_Job] = deque()
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        gguf_file: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> TransformersBackend:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"hf: model path does not exist: {p}")
+        tok = AutoTokenizer.from_pretrained(p, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(p, gguf_file=gguf_file, dtype=dtype)
+        return cls(model, tok, name=name or f"hf:{p}", **kwargs)
+
+    # ---- prompts -------------------------------------------------------------------------
+
+    def render(self, req: GenerateRequest | ScoreRequest) -> list[int]:
+        """Token ids of the prompt, with the chat template applied and the prefix appended."""
+        tok = self.tokenizer
+        if req.messages is not None:
+            if not tok.chat_template:
+                raise ConfigError(
+                    f"model {self.name!r} has no chat template: send `prompt=` instead of `messages=`"
+                )
+            text = tok.apply_chat_template(
+                [m.model_dump(exclude_none=True) for m in req.messages],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            ids = list(tok(text, add_special_tokens=False).input_ids)
+        else:
+            ids = list(tok(req.prompt, add_special_tokens=True).input_ids) if req.prompt else []
+        # the prefix is tokenized on its own so the prompt's tokens match a prefix-less request
+        if req.prefix:
+            ids += tok(req.prefix, add_special_tokens=False).input_ids
+        return ids
+
+    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
+        if isinstance(text_or_messages, str):
+            return len(self.tokenizer(text_or_messages, add_special_tokens=False).input_ids)
+        return len(self.render(GenerateRequest(messages=tuple(text_or_messages))))
+
+    def _rows(
+        self, req: GenerateRequest, on_text: Callable[[str], None] | None = None
+    ) -> list[Row]:
+        ids = self.render(req)
+        if len(ids) >= self.max_context:
+            raise ConfigError(
+                f"prompt has {len(ids)} tokens; model {self.name!r} holds {self.max_context}"
+            )
+        p = req.params
+        room = self.max_context - len(ids)
+        if p.max_tokens > room:
+            p = p.model_copy(update={"max_tokens": room})
+        rows = []
+        for j in range(p.n):
+            gen = None
+            if p.seed is not None and p.temperature > 0:
+                # one stream per sample, so sample j is the same alone or in any batch
+                gen = torch.Generator().manual_seed((p.seed * 1_000_003 + j) % (1 << 63))
+            rows.append(Row(prompt_ids=ids, params=p, generator=gen, on_text=on_text))
+        return rows
+
+    # ---- scheduling ----------------------------------------------------------------------
+
+    def _ensure_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._worker is None or self._worker.done():
+            self._loop = loop
+            self._pending.clear()
+            self._wake = asyncio.Event()
+            self._lock = asyncio.Lock()
+            self._worker = loop.create_task(self._run(), name=f"{self.name}-scheduler")
+
+    async def _run(self) -> None:
+        assert self._wake is not None and self._lock is not None
+        while True:
+            await self._wake.wait()
+            # let every coroutine that is ready to enqueue do so before the batch is cut
+            for _ in range(2):
+                await asyncio.sleep(0)
+            jobs = [self._pending.popleft()]
+            rows = len(jobs[0].rows)
+            while self._pending and rows + len(self._pending[0].rows) <= self.max_batch:
+                jobs.append(self._pending.popleft())
+                rows += len(jobs[-1].rows)
+            if not self._pending:
+                self._wake.clear()
+            try:
+                async with self._lock:
+                    batch = [r for j in jobs for r in j.rows]
+                    await asyncio.to_thread(self.decoder.decode_rows, batch)
+            except Exception as e:  # a failed batch fails its callers, not the scheduler
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+                continue
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_result(self._generations(j))
+
+    def _generations(self, job: _Job) -> list[Generation]:
+        seconds = time.monotonic() - job.started
+        out = []
+        for j, r in enumerate(job.rows):
+            want = r.params.logprobs
+            out.append(
+                Generation(
+                    text=r.text,
+                    token_ids=tuple(r.out_ids),
+                    token_logprobs=tuple(r.logprobs) if want is not None else None,
+                    top_logprobs=tuple(r.tops) if want else None,
+                    entropies=tuple(r.entropies),
+                    finish_reason="stop" if r.finish_reason == "stop" else "length",
+                    stop_reason=r.stop_reason,
+                    usage=Usage(
+                        prompt_tokens=len(r.prompt_ids) if j == 0 else 0,
+                        completion_tokens=len(r.out_ids),
+                        model_calls=1 if j == 0 else 0,
+                        seconds=seconds if j == 0 else 0.0,
+                    ),
+                )
+            )
+        return out
+
+    async def _submit(
+        self, req: GenerateRequest, on_text: Callable[[str], None] | None = None
+    ) -> list[Generation]:
+        rows = self._rows(req, on_text)
+        self._ensure_worker()
+        assert self._wake is not None
+        future: asyncio.Future[list[Generation]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(req, rows, future))
+        self._wake.set()
+        return await future
+
+    async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
+        return list(await asyncio.gather(*(self._submit(r) for r in requests)))
+
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+        if request.params.n != 1:
+            raise ConfigError(f"stream() takes n=1, got n={request.params.n}")
+        check_budget()
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_text(delta: str) -> None:
+            loop.call_soon_threadsafe(chunks.put_nowait, delta)
+
+        task = asyncio.ensure_future(self._submit(request, on_text))
+        task.add_done_callback(lambda _: chunks.put_nowait(None))
+        while (chunk := await chunks.get()) is not None:
+            yield chunk
+        gens = await task
+        self._account("backend.generate", [request], [gens])
+
+    async def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        prompts, conts = [], []
+        for r in requests:
+            prompts.append(self.render(r))
+            c = r.continuation
+            conts.append(
+                list(c)
+                if isinstance(c, tuple)
+                else list(self.tokenizer(c, add_special_tokens=False).input_ids)
+            )
+        top = max(r.top_logprobs for r in requests)
+        self._ensure_worker()
+        assert self._lock is not None
+        t0 = time.monotonic()
+        async with self._lock:
+            scored = await asyncio.to_thread(self.decoder.score_rows, prompts, conts, top)
+        seconds = time.monotonic() - t0
+        return [
+            ScoreResult(
+                token_ids=tuple(c),
+                token_logprobs=tuple(lp),
+                top_logprobs=tuple(t[: r.top_logprobs] for t in tops) if r.top_logprobs else None,
+                usage=Usage(
+                    prompt_tokens=len(p) + len(c),
+                    model_calls=1,
+                    seconds=seconds / len(requests),
+                ),
+            )
+            for r, p, c, (lp, tops) in zip(requests, prompts, conts, scored, strict=True)
+        ]
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+
+
+def from_uri(spec: str, **options: Any) -> TransformersBackend:
+    """`hf:PATH` — a model folder `from_pretrained` can read."""
+    return TransformersBackend.from_pretrained(spec, **options)
