@@ -11,7 +11,7 @@ from agentic.core.errors import (
     TraceFormatError,
 )
 from agentic.core.events import ConsoleSink, Event, JSONLSink, Tracer, emit, read_events, span
-from agentic.core.tasks import Outcome, Task, TaskSuite
+from agentic.core.tasks import Context, Controller, Outcome, Task, TaskSuite
 from agentic.core.types import (
     GenerateRequest,
     Generation,
@@ -31,6 +31,8 @@ __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "ConsoleSink",
+    "Context",
+    "Controller",
     "Event",
     "GenerateRequest",
     "Generation",

@@ -66,7 +66,13 @@ class Budget:
         return _current.get()
 
     def __enter__(self) -> Budget:
-        self.parent = _current.get()
+        outer = _current.get()
+        b = outer
+        while b is not None:
+            if b is self:
+                raise ConfigError("this Budget is already active; create a new one to nest")
+            b = b.parent
+        self.parent = outer
         self._started = time.monotonic()
         self._tokens.append(_current.set(self))
         return self

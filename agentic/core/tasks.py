@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,3 +50,18 @@ class TaskSuite(ABC):
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this suite (stored with a recorded run)."""
         return {"name": self.name}
+
+
+class Context(BaseModel):
+    """What a controller gets besides the task: the suite's instructions and free-form extras."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    system_prompt: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Controller(Protocol):
+    """`await controller(task, ctx) -> Outcome`. Calls models only through `Backend`."""
+
+    async def __call__(self, task: Task, ctx: Context) -> Outcome: ...

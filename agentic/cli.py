@@ -1,0 +1,343 @@
+"""The `agentic` command: generate, run, replay, trace show.
+
+Every command is a thin synchronous edge over the async API. Errors the user can fix
+(bad values, missing files, unknown backends, malformed traces) print one clear line and exit 2;
+they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from agentic.core import (
+    AgenticError,
+    Budget,
+    ConfigError,
+    GenerateRequest,
+    JSONLSink,
+    Message,
+    Outcome,
+    SamplingParams,
+    Tracer,
+    read_events,
+)
+
+app = typer.Typer(
+    help="Agents and test-time compute over any language model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+trace_app = typer.Typer(help="Inspect recorded traces.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+
+out = Console()
+err = Console(stderr=True)
+
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        "-b",
+        help="Backend URI: embedded:smollm2, embedded:gemma3-270m, hf:PATH, replay:FILE, ...",
+    ),
+]
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _load(uri: str) -> Any:
+    from backends import load_backend
+
+    with err.status(f"loading {uri} (the first use of an embedded model converts it, ~20 s)"):
+        if not uri.startswith("replay:"):
+            _quiet_transformers()
+        return load_backend(uri)
+
+
+def _parse_config(pairs: list[str]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--config takes KEY=VALUE, got {pair!r}")
+        try:
+            cfg[key] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg[key] = value
+    return cfg
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The user message (or raw text with --raw).")],
+    backend: BackendOpt = "embedded:smollm2",
+    max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling.")] = None,
+    system: Annotated[str | None, typer.Option(help="System message.")] = None,
+    raw: Annotated[bool, typer.Option(help="Send PROMPT as raw text, no chat template.")] = False,
+) -> None:
+    """Generate a reply to PROMPT, streaming it to stdout."""
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    if raw:
+        request = GenerateRequest(prompt=prompt, params=params)
+    else:
+        msgs = [Message(role="system", content=system)] if system else []
+        msgs.append(Message(role="user", content=prompt))
+        request = GenerateRequest(messages=tuple(msgs), params=params)
+    model = _load(backend)
+
+    async def go() -> None:
+        try:
+            if hasattr(model, "stream"):
+                async for chunk in model.stream(request):
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+            else:
+                [[g, *_]] = await model.generate([request])
+                sys.stdout.write(g.text)
+            sys.stdout.write("\n")
+        finally:
+            await model.aclose()
+
+    asyncio.run(go())
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False)
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def _summary(result: Any, backend: str) -> Table:
+    u = result.usage
+    solved = sum(1 for o in result.outcomes if (o.score or 0) >= 1.0)
+    rows = [
+        ("suite", result.suite),
+        ("backend", backend),
+        ("tasks", f"{len(result.outcomes)} done, {len(result.not_run)} not run"),
+        ("accuracy", f"{result.accuracy:.1%} ({solved} solved)"),
+        ("errors", str(result.errors)),
+        ("prompt tokens", str(u.prompt_tokens)),
+        ("completion tokens", str(u.completion_tokens)),
+        ("model calls", str(u.model_calls)),
+        ("seconds", f"{result.seconds:.1f}"),
+    ]
+    if result.stopped:
+        rows.append(("stopped", result.stopped))
+    return _table("agentic run", rows)
+
+
+async def _solve(
+    suite: Any, controller: Any, concurrency: int, budget: Budget, config: dict[str, Any]
+) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from agentic.runner import run_suite
+
+    done = {"n": 0, "score": 0.0}
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task(suite.name, total=len(suite.tasks))
+
+        def tick(o: Outcome) -> None:
+            done["n"] += 1
+            done["score"] += o.score or 0.0
+            acc = done["score"] / done["n"]
+            progress.update(bar, advance=1, description=f"{suite.name} acc {acc:.0%}")
+
+        return await run_suite(
+            suite,
+            controller,
+            concurrency=concurrency,
+            budget=budget,
+            on_outcome=tick,
+            config=config,
+        )
+
+
+@app.command()
+def run(
+    suite: Annotated[str, typer.Option(help="reasoning-gym dataset name, or humaneval.")] = (
+        "basic_arithmetic"
+    ),
+    n: Annotated[int, typer.Option(help="Number of tasks.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the task generator.")] = 0,
+    backend: BackendOpt = "embedded:smollm2",
+    record: Annotated[
+        Path | None, typer.Option(help="Write every event of the run to this JSONL file.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --record file.")] = False,
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="Suite setting KEY=VALUE.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Tasks in flight at once.")] = 16,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer at most.")] = 64,
+    budget_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens.")] = None,
+    budget_seconds: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+) -> None:
+    """Solve a task suite with plain greedy answering and print accuracy and cost."""
+    from agentic.suites import load_suite
+    from controllers import Direct
+
+    if record is not None and record.exists() and not overwrite:
+        raise ConfigError(f"{record} exists; pass --overwrite to replace it")
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    task_suite = load_suite(suite, n=n, seed=seed, config=_parse_config(config or []))
+    budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)
+    model = _load(backend)
+    run_config = {
+        "backend": backend,
+        "backend_name": model.name,
+        "controller": {"type": "Direct", "params": params.model_dump(mode="json")},
+        "concurrency": concurrency,
+    }
+    if record is not None and overwrite:
+        record.unlink(missing_ok=True)
+    sink = JSONLSink(record) if record is not None else None
+    tracer = Tracer([sink] if sink else [])
+
+    async def go() -> Any:
+        try:
+            with tracer.activate():
+                return await _solve(
+                    task_suite, Direct(model, params=params), concurrency, budget, run_config
+                )
+        finally:
+            await model.aclose()
+            if sink is not None:
+                sink.close()
+
+    result = asyncio.run(go())
+    out.print(_summary(result, backend))
+    if record is not None:
+        err.print(f"recorded to {record}")
+    if json_out is not None:
+        json_out.write_text(result.model_dump_json(indent=2))
+
+
+def _same(a: Outcome, b: Outcome) -> bool:
+    return (a.output, a.score, a.usage, a.error) == (b.output, b.score, b.usage, b.error)
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="A recording made with `agentic run --record`.")],
+) -> None:
+    """Re-run a recorded run with no model: every backend call is served from the recording.
+    Exits 1 if any outcome differs from the recorded one."""
+    from agentic.runner import run_suite
+    from agentic.suites import suite_from_config
+    from backends.replay import ReplayBackend
+    from controllers import Direct
+
+    events = list(read_events(path))
+    start = next((e for e in events if e.type == "run.start"), None)
+    if start is None:
+        raise ConfigError(f"{path} has no run.start event: not a recording of `agentic run`")
+    cfg = start.payload["config"]
+    suite = suite_from_config(start.payload["suite"])
+    recorded = {
+        o.task_id: o
+        for o in (Outcome.model_validate(e.payload["outcome"]) for e in events if e.type == "task.outcome")
+    }
+    model = ReplayBackend(path, backend=cfg.get("backend_name"))
+    params = SamplingParams.model_validate(cfg["controller"]["params"])
+    tasks = [t for t in suite.tasks if t.id in recorded]
+    result = asyncio.run(
+        run_suite(
+            suite,
+            Direct(model, params=params),
+            concurrency=cfg.get("concurrency", 16),
+            tasks=tasks,
+            config=cfg,
+        )
+    )
+    differ = [o.task_id for o in result.outcomes if not _same(o, recorded[o.task_id])]
+    out.print(_summary(result, f"replay of {cfg.get('backend')}"))
+    if differ:
+        out.print(f"[red]{len(differ)} outcome(s) differ from the recording:[/] {', '.join(differ[:10])}")
+        raise typer.Exit(1)
+    out.print(f"[green]identical[/]: {len(result.outcomes)} outcomes match the recording")
+
+
+def _brief(type_: str, p: dict[str, Any]) -> str:
+    if type_.startswith("backend."):
+        req = p.get("request", {})
+        text = req.get("prompt") or (req.get("messages") or [{}])[-1].get("content", "")
+        res = (p.get("results") or [{}])[0]
+        return f"{p.get('backend')} {text[:40]!r} -> {str(res.get('text', ''))[:40]!r}"
+    if type_ == "task.outcome":
+        o = p.get("outcome", {})
+        return f"{o.get('task_id')} score={o.get('score')} {str(o.get('output', ''))[:40]!r}"
+    return json.dumps(p, default=str)[:90]
+
+
+@trace_app.command("show")
+def trace_show(
+    path: Annotated[Path, typer.Argument(help="A JSONL trace.")],
+    type_: Annotated[
+        str | None, typer.Option("--type", help="Only events of this type.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many events.")] = 200,
+) -> None:
+    """Print the events of a trace as a table."""
+    events = [e for e in read_events(path) if type_ is None or e.type == type_]
+    t0 = events[0].ts if events else 0.0
+    table = Table(title=f"{path} ({len(events)} events)")
+    for col in ("#", "t (s)", "type", "span", "parent", "summary"):
+        table.add_column(col, overflow="fold")
+    for i, e in enumerate(events[:limit]):
+        table.add_row(
+            str(i), f"{e.ts - t0:.2f}", e.type, e.span_id[:8], (e.parent_id or "")[:8], _brief(e.type, e.payload)
+        )
+    out.print(table)
+    if len(events) > limit:
+        out.print(f"... {len(events) - limit} more (use --limit)")
+
+
+def _explain(e: ValidationError) -> str:
+    parts = []
+    for item in e.errors():
+        where = ".".join(str(x) for x in item.get("loc", ())) or e.title
+        parts.append(f"{where}: {item.get('msg')}")
+    return f"invalid {e.title}: " + "; ".join(parts)
+
+
+def main() -> None:
+    try:
+        app()
+    except ValidationError as e:
+        err.print(f"[red]error:[/] {_explain(e)}")
+        sys.exit(2)
+    except (AgenticError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/] {e}")
+        sys.exit(2)

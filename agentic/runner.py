@@ -1,0 +1,122 @@
+"""Run a controller over a task suite: concurrently, under a budget, traced and recorded.
+
+Tasks run concurrently (bounded by `concurrency`), so a local backend batches their model calls.
+Each task runs inside its own span and its own unlimited `Budget` (a meter nested in the run's
+budget), so `Outcome.usage` is exactly what that task spent, whatever the controller did.
+When the run's budget is used up, tasks not yet started are not started (`RunResult.not_run`),
+and outcomes already finished are kept: the run returns its best-so-far.
+The trace (`run.start`, every backend call, `task.outcome`, `run.end`) is the recording that
+`agentic replay` serves back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentic.core import (
+    AgenticError,
+    Budget,
+    Context,
+    Controller,
+    Outcome,
+    Task,
+    TaskSuite,
+    Usage,
+    emit,
+    span,
+)
+
+
+class RunResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    suite: str
+    outcomes: list[Outcome]
+    not_run: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    seconds: float = 0.0
+    stopped: str | None = Field(default=None, description="why the run stopped early")
+
+    @property
+    def accuracy(self) -> float:
+        scored = [o.score for o in self.outcomes if o.score is not None]
+        return sum(scored) / len(scored) if scored else 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for o in self.outcomes if o.error)
+
+
+async def _run_task(suite: TaskSuite, controller: Controller, task: Task, ctx: Context) -> Outcome:
+    with span("task", task_id=task.id) as span_id, Budget() as meter:
+        try:
+            outcome = await controller(task, ctx)
+        except AgenticError as e:  # budget, replay miss, backend down: recorded, run goes on
+            outcome = Outcome(task_id=task.id, output="", error=f"{type(e).__name__}: {e}")
+        score = await suite.check(task, outcome.output) if not outcome.error else 0.0
+        outcome = outcome.model_copy(
+            update={"score": score, "usage": meter.spent, "trace_id": span_id}
+        )
+        emit("task.outcome", outcome=outcome.model_dump(mode="json"))
+        return outcome
+
+
+async def run_suite(
+    suite: TaskSuite,
+    controller: Controller,
+    *,
+    concurrency: int = 16,
+    budget: Budget | None = None,
+    tasks: Sequence[Task] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    config: dict[str, Any] | None = None,
+) -> RunResult:
+    """Solve `tasks` (default: all of the suite's) with `controller`; `config` is recorded in
+    the `run.start` event so the run can be rebuilt (see `agentic replay`)."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    todo = list(suite.tasks if tasks is None else tasks)
+    ctx = Context(system_prompt=suite.system_prompt)
+    gate = asyncio.Semaphore(concurrency)
+    run_budget = budget or Budget()
+    outcomes: dict[str, Outcome] = {}
+    not_run: list[str] = []
+    stopped: list[str] = []
+    started = time.monotonic()
+
+    async def one(task: Task) -> None:
+        async with gate:
+            if (err := run_budget.exceeded()) is not None:
+                stopped.append(str(err))
+                not_run.append(task.id)
+                return
+            outcome = await _run_task(suite, controller, task, ctx)
+            outcomes[task.id] = outcome
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+    emit("run.start", suite=suite.config(), tasks=len(todo), config=config or {})
+    with run_budget:
+        await asyncio.gather(*(one(t) for t in todo))
+    ordered = [outcomes[t.id] for t in todo if t.id in outcomes]
+    result = RunResult(
+        suite=suite.name,
+        outcomes=ordered,
+        not_run=not_run,
+        usage=Usage.total(o.usage for o in ordered),
+        seconds=time.monotonic() - started,
+        stopped=stopped[0] if stopped else None,
+    )
+    emit(
+        "run.end",
+        accuracy=result.accuracy,
+        usage=result.usage.model_dump(),
+        not_run=len(not_run),
+        stopped=result.stopped,
+    )
+    return result
