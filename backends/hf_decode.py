@@ -73,7 +73,7 @@ class RowDecoder:
     def _finish(self, row: Row) -> None:
         """Decide whether `row` is done after its latest token; cut stop strings exactly."""
         tok = row.out_ids[-1]
-        if tok in self.eos_ids:
+        if tok in self.eos_ids and not row.params.ignore_eos:
             row.done, row.finish_reason = True, "stop"
         stops = row.params.stop
         if stops or row.on_text is not None or row.done:

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from agentic.core import ConfigError, GenerateRequest, Generation
-from backends import BaseBackend, known_schemes, load_backend, register_backend
-from backends import registry
+from backends import BaseBackend, known_schemes, load_backend, register_backend, registry
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +90,7 @@ def test_register_backend_rejects_bad_scheme(scheme: str) -> None:
 
 
 def test_replay_missing_file_names_path() -> None:
-    with pytest.raises(FileNotFoundError, match="/nonexistent.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"/nonexistent\.jsonl"):
         load_backend("replay:/nonexistent.jsonl")
 
 
@@ -227,4 +226,3 @@ def test_entry_point_plugin_is_discovered(tmp_path: Path) -> None:
     # BaseBackend's bookkeeping works for a plugin: budget charged, event emitted
     assert data["model_calls"] == 1
     assert data["events"] == ["backend.generate"]
-

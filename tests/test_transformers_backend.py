@@ -168,9 +168,7 @@ async def test_stop_string_cuts_exactly(smollm2: Any) -> None:
     # of several stop strings, the one that occurs first in the text ends the generation
     later = " " + words[-2]
     assert full.text.find(later) > at
-    both = await one(
-        smollm2, chat(LONG_PROMPT, temperature=0.0, max_tokens=32, stop=(later, stop))
-    )
+    both = await one(smollm2, chat(LONG_PROMPT, temperature=0.0, max_tokens=32, stop=(later, stop)))
     assert both.text == full.text[:at] and both.stop_reason == stop
 
     never = await one(
@@ -222,7 +220,8 @@ async def test_n_samples_and_usage(smollm2: Any) -> None:
     # the n samples are reproducible and sample j does not depend on n
     [again] = await smollm2.generate([req])
     assert [g.token_ids for g in again] == [g.token_ids for g in gens]
-    [[first]] = await smollm2.generate([req.model_copy(update={"params": req.params.model_copy(update={"n": 1})})])
+    single = req.model_copy(update={"params": req.params.model_copy(update={"n": 1})})
+    [[first]] = await smollm2.generate([single])
     assert first.token_ids == gens[0].token_ids
 
 

@@ -55,7 +55,7 @@ class Budget:
         self.spent = Usage()
         self.parent: Budget | None = None
         self._started = time.monotonic()
-        self._tokens: list[Token[Budget | None]] = []
+        self._token: Token[Budget | None] | None = None
 
     def __repr__(self) -> str:
         limits = {k: v for k, v in vars(self).items() if k.startswith("max_") and v is not None}
@@ -66,15 +66,14 @@ class Budget:
         return _current.get()
 
     def __enter__(self) -> Budget:
-        outer = _current.get()
-        b = outer
-        while b is not None:
-            if b is self:
-                raise ConfigError("this Budget is already active; create a new one to nest")
-            b = b.parent
-        self.parent = outer
+        if self._token is not None:
+            raise ConfigError(
+                "this Budget is already active: enter it once around the work that shares it "
+                "(tasks started inside inherit it), or nest a new Budget"
+            )
+        self.parent = _current.get()
         self._started = time.monotonic()
-        self._tokens.append(_current.set(self))
+        self._token = _current.set(self)
         return self
 
     def __exit__(
@@ -83,7 +82,9 @@ class Budget:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _current.reset(self._tokens.pop())
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
 
     @property
     def elapsed(self) -> float:

@@ -123,15 +123,19 @@ def read_events(path: str | Path) -> Iterator[Event]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"trace file not found: {p}")
-    lines = p.read_text(encoding="utf-8").splitlines()
+    return _parse_lines(p, p.read_text(encoding="utf-8"))
+
+
+def _parse_lines(p: Path, text: str) -> Iterator[Event]:
+    # split on "\n" only: JSON strings may hold U+2028 and friends, which splitlines() cuts
+    lines = text.split("\n")
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             yield Event.model_validate_json(line)
         except ValidationError as e:
-            last = i == len(lines) and not p.read_text(encoding="utf-8").endswith("\n")
-            if last:
+            if i == len(lines):  # no newline after it: the write was cut off by a kill
                 return
             raise TraceFormatError(f"{p}:{i}: not a valid event: {_first_error(e)}") from None
 

@@ -45,6 +45,7 @@ class SamplingParams(_Value):
     stop: tuple[str, ...] = ()
     n: int = Field(default=1, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=20)
+    ignore_eos: bool = Field(default=False, description="keep going past EOS (benchmarks)")
 
     @field_validator("stop", mode="before")
     @classmethod

