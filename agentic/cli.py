@@ -267,7 +267,9 @@ def replay(
     suite = suite_from_config(start.payload["suite"])
     recorded = {
         o.task_id: o
-        for o in (Outcome.model_validate(e.payload["outcome"]) for e in events if e.type == "task.outcome")
+        for o in (
+            Outcome.model_validate(e.payload["outcome"]) for e in events if e.type == "task.outcome"
+        )
     }
     model = ReplayBackend(path, backend=cfg.get("backend_name"))
     params = SamplingParams.model_validate(cfg["controller"]["params"])
@@ -284,7 +286,9 @@ def replay(
     differ = [o.task_id for o in result.outcomes if not _same(o, recorded[o.task_id])]
     out.print(_summary(result, f"replay of {cfg.get('backend')}"))
     if differ:
-        out.print(f"[red]{len(differ)} outcome(s) differ from the recording:[/] {', '.join(differ[:10])}")
+        out.print(
+            f"[red]{len(differ)} outcome(s) differ from the recording:[/] {', '.join(differ[:10])}"
+        )
         raise typer.Exit(1)
     out.print(f"[green]identical[/]: {len(result.outcomes)} outcomes match the recording")
 
@@ -304,9 +308,7 @@ def _brief(type_: str, p: dict[str, Any]) -> str:
 @trace_app.command("show")
 def trace_show(
     path: Annotated[Path, typer.Argument(help="A JSONL trace.")],
-    type_: Annotated[
-        str | None, typer.Option("--type", help="Only events of this type.")
-    ] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many events.")] = 200,
 ) -> None:
     """Print the events of a trace as a table."""
@@ -317,7 +319,12 @@ def trace_show(
         table.add_column(col, overflow="fold")
     for i, e in enumerate(events[:limit]):
         table.add_row(
-            str(i), f"{e.ts - t0:.2f}", e.type, e.span_id[:8], (e.parent_id or "")[:8], _brief(e.type, e.payload)
+            str(i),
+            f"{e.ts - t0:.2f}",
+            e.type,
+            e.span_id[:8],
+            (e.parent_id or "")[:8],
+            _brief(e.type, e.payload),
         )
     out.print(table)
     if len(events) > limit:

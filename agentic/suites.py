@@ -155,4 +155,6 @@ def load_suite(
 
 def suite_from_config(cfg: dict[str, Any]) -> TaskSuite:
     """Rebuild a suite from `TaskSuite.config()` (as stored in a recording)."""
-    return load_suite(cfg["name"], n=cfg.get("n", 20), seed=cfg.get("seed", 0), config=cfg.get("config"))
+    return load_suite(
+        cfg["name"], n=cfg.get("n", 20), seed=cfg.get("seed", 0), config=cfg.get("config")
+    )

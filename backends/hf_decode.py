@@ -35,6 +35,7 @@ class Row:
     finish_reason: str = "length"
     stop_reason: str | None = None
     done: bool = False
+    cancelled: bool = False
     _sent: int = 0
 
 
@@ -84,7 +85,7 @@ class RowDecoder:
                 at, s = min(hits)
                 row.text = row.text[:at]
                 row.done, row.finish_reason, row.stop_reason = True, "stop", s
-        if not row.done and len(row.out_ids) >= row.params.max_tokens:
+        if not row.done and (row.cancelled or len(row.out_ids) >= row.params.max_tokens):
             row.done, row.finish_reason = True, "length"
         if row.done and not stops and row.on_text is None:
             row.text = self.decode_text(row.out_ids)

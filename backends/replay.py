@@ -27,7 +27,11 @@ from backends.base import BaseBackend, Capabilities
 
 
 def _describe(req: GenerateRequest | ScoreRequest) -> str:
-    text = req.prompt if req.prompt is not None else (req.messages or (Message(role="user", content=""),))[-1].content
+    text = (
+        req.prompt
+        if req.prompt is not None
+        else (req.messages or (Message(role="user", content=""),))[-1].content
+    )
     text = (text + req.prefix).replace("\n", " ")
     return f"{type(req).__name__}(key={req.key()}, text={text[:80]!r})"
 

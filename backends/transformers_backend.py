@@ -66,7 +66,11 @@ class TransformersBackend(BaseBackend):
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
             eos_ids.add(tokenizer.eos_token_id)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
+        pad = (
+            tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else min(eos_ids, default=0)
+        )
         self.decoder = RowDecoder(model, tokenizer, eos_ids, pad)
         self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
         self._pending: deque[_Job] = deque()
@@ -205,10 +209,7 @@ class TransformersBackend(BaseBackend):
             )
         return out
 
-    async def _submit(
-        self, req: GenerateRequest, on_text: Callable[[str], None] | None = None
-    ) -> list[Generation]:
-        rows = self._rows(req, on_text)
+    async def _submit(self, req: GenerateRequest, rows: list[Row]) -> list[Generation]:
         self._ensure_worker()
         assert self._wake is not None
         future: asyncio.Future[list[Generation]] = asyncio.get_running_loop().create_future()
@@ -217,7 +218,7 @@ class TransformersBackend(BaseBackend):
         return await future
 
     async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
-        return list(await asyncio.gather(*(self._submit(r) for r in requests)))
+        return list(await asyncio.gather(*(self._submit(r, self._rows(r)) for r in requests)))
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
         if request.params.n != 1:
@@ -229,12 +230,27 @@ class TransformersBackend(BaseBackend):
         def on_text(delta: str) -> None:
             loop.call_soon_threadsafe(chunks.put_nowait, delta)
 
-        task = asyncio.ensure_future(self._submit(request, on_text))
+        rows = self._rows(request, on_text)
+        task = asyncio.ensure_future(self._submit(request, rows))
         task.add_done_callback(lambda _: chunks.put_nowait(None))
-        while (chunk := await chunks.get()) is not None:
-            yield chunk
-        gens = await task
-        self._account("backend.generate", [request], [gens])
+
+        def account(t: asyncio.Future[list[Generation]]) -> None:
+            if not t.cancelled() and t.exception() is None:
+                self._account("backend.generate", [request], [t.result()])
+
+        finished = False
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+            gens = await task
+            finished = True
+            self._account("backend.generate", [request], [gens])
+        finally:
+            if not finished:
+                # a caller that stops reading frees the batch slot; what was produced is charged
+                for row in rows:
+                    row.cancelled = True
+                task.add_done_callback(account)
 
     async def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         prompts, conts = [], []

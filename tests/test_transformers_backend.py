@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from agentic.core import (
+    Budget,
     ConfigError,
     GenerateRequest,
     Generation,
@@ -343,3 +344,18 @@ async def test_count_tokens_matches_usage(smollm2: Any) -> None:
     )
     assert gen.usage.prompt_tokens == n_msgs
     assert gen.usage.completion_tokens == len(gen.token_ids)
+
+
+async def test_abandoned_stream_stops_decoding_and_is_charged(smollm2: Any) -> None:
+    req = GenerateRequest.chat("Explain recursion in detail.", temperature=0.0, max_tokens=200)
+    with Budget() as budget:
+        agen = smollm2.stream(req)
+        async for _ in agen:
+            break
+        await agen.aclose()
+        for _ in range(200):  # the decode notices the cancel on its next step
+            if budget.spent.model_calls:
+                break
+            await asyncio.sleep(0.05)
+    assert budget.spent.model_calls == 1
+    assert 1 <= budget.spent.completion_tokens < 200

@@ -1,0 +1,105 @@
+"""The `agentic` command, run as a user runs it: a real subprocess on the real model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+AGENTIC = str(Path(sys.executable).with_name("agentic"))
+
+
+def agentic(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [AGENTIC, *args], capture_output=True, text=True, timeout=600, env=env, cwd=cwd
+    )
+
+
+def test_help_everywhere() -> None:
+    for cmd in ([], ["generate"], ["run"], ["replay"], ["trace"], ["trace", "show"]):
+        res = agentic(*cmd, "--help")
+        assert res.returncode == 0, res.stderr
+        assert "Usage" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--backend", "nope:x"], "unknown backend 'nope'"),
+        (["run", "--backend", "no-colon"], "is not SCHEME:SPEC"),
+        (["generate", "hi", "--max-tokens", "-1"], "max_tokens"),
+        (["run", "--suite", "basic_arithmatic"], "unknown suite 'basic_arithmatic'"),
+        (["run", "--n", "0"], "n must be >= 1"),
+        (["run", "--config", "novalue"], "KEY=VALUE"),
+        (["replay", "missing.jsonl"], "missing.jsonl"),
+        (["trace", "show", "missing.jsonl"], "missing.jsonl"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:
+    res = agentic(*args, cwd=tmp_path)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert needle in " ".join(res.stderr.split()), res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_malformed_trace_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "a", "ts": 1, "span_id": "s", "payload": {}}\n{oops\n{"type": "b"}\n')
+    res = agentic("trace", "show", str(bad))
+    assert res.returncode == 2
+    assert "bad.jsonl:2" in " ".join(res.stderr.split())
+    assert "Traceback" not in res.stderr
+
+
+def test_existing_recording_is_never_overwritten(tmp_path: Path) -> None:
+    rec = tmp_path / "run.jsonl"
+    rec.write_text("precious\n")
+    res = agentic("run", "--n", "1", "--record", str(rec))
+    assert res.returncode == 2 and "--overwrite" in res.stderr
+    assert rec.read_text() == "precious\n"
+
+
+@pytest.mark.slow
+def test_generate_streams_text() -> None:
+    res = agentic("generate", "What is 2 + 2?", "--max-tokens", "12")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip()
+
+
+@pytest.mark.slow
+def test_run_record_replay_and_show(tmp_path: Path) -> None:
+    rec = tmp_path / "run.jsonl"
+    res = agentic(
+        "run",
+        "--n",
+        "5",
+        "--max-tokens",
+        "32",
+        "--record",
+        str(rec),
+        "--json",
+        str(tmp_path / "result.json"),
+    )
+    assert res.returncode == 0, res.stderr
+    assert "accuracy" in res.stdout and "completion tokens" in res.stdout
+    assert (tmp_path / "result.json").exists()
+
+    # replay must not load a model: torch/transformers stay unimported
+    probe = (
+        "import sys\n"
+        "from agentic.cli import main\n"
+        f"sys.argv = ['agentic', 'replay', {str(rec)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "print('MODEL_LOADED' if 'transformers' in sys.modules else 'NO_MODEL', code)\n"
+    )
+    rep = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr
+    assert "identical" in rep.stdout and "NO_MODEL 0" in rep.stdout, rep.stdout
+
+    shown = agentic("trace", "show", str(rec), "--type", "task.outcome")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("basic_arithmetic/0/") == 5
