@@ -106,7 +106,8 @@ class TransformersBackend(BaseBackend):
         if req.messages is not None:
             if not tok.chat_template:
                 raise ConfigError(
-                    f"model {self.name!r} has no chat template: send `prompt=` instead of `messages=`"
+                    f"model {self.name!r} has no chat template: "
+                    "send `prompt=` instead of `messages=`"
                 )
             text = tok.apply_chat_template(
                 [m.model_dump(exclude_none=True) for m in req.messages],

@@ -50,7 +50,7 @@ def requests(n: int, tokens: int) -> list[GenerateRequest]:
 
 async def concurrent(backend: TransformersBackend, reqs: list[GenerateRequest]) -> int:
     results = await asyncio.gather(*(backend.generate([r]) for r in reqs))
-    return sum(len(g[0].token_ids) for g in results)
+    return sum(len(g.token_ids) for [[g]] in results)
 
 
 async def sequential(backend: TransformersBackend, reqs: list[GenerateRequest]) -> int:
