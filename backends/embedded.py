@@ -100,8 +100,8 @@ def ensure_local(name: str) -> Path:
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
     # the weights are dequantized already; the markers only make save_pretrained refuse
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.__dict__["hf_quantizer"] = None  # plain attributes; nn.Module's setattr is for params
+    model.__dict__["is_quantized"] = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.folder}-", dir=target.parent))

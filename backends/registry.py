@@ -47,10 +47,10 @@ def _factory(scheme: str) -> Factory:
         return _registered[scheme]
     if scheme in _BUILTIN:
         module, _, attr = _BUILTIN[scheme].partition(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attr)
     plugins = _plugins()
     if scheme in plugins:
-        return plugins[scheme].load()  # type: ignore[no-any-return]
+        return plugins[scheme].load()
     raise ConfigError(
         f"unknown backend {scheme!r}; known: {', '.join(known_schemes())} "
         f"(third-party backends register the entry-point group {ENTRY_POINT_GROUP!r})"
