@@ -259,3 +259,14 @@ def test_kernels_name_clash_with_hf_kernels_is_known() -> None:
     assert "kernels" in _our_top_level_names()
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.distribution("kernels")
+
+
+def test_transformers_does_not_mistake_our_kernels_for_hf_kernels() -> None:
+    """transformers finds `kernels` by import name and takes the version of the distribution
+    that provides it: ours (agentic). It uses the hub kernels only inside a version window, so
+    this holds while agentic's version stays below it; the test fails before that can change."""
+    from transformers.utils import import_utils
+
+    found, version = import_utils._is_package_available("kernels", return_version=True)
+    assert found and version == importlib.metadata.version("agentic")
+    assert not import_utils.is_kernels_available()
