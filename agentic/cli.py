@@ -23,6 +23,7 @@ from agentic.core import (
     AgenticError,
     Budget,
     ConfigError,
+    ConsoleSink,
     GenerateRequest,
     JSONLSink,
     Message,
@@ -201,6 +202,7 @@ def run(
     budget_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens.")] = None,
     budget_seconds: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print events.")] = False,
 ) -> None:
     """Solve a task suite with plain greedy answering and print accuracy and cost."""
     from agentic.suites import load_suite
@@ -223,7 +225,10 @@ def run(
     if record is not None and overwrite:
         record.unlink(missing_ok=True)
     sink = JSONLSink(record) if record is not None else None
-    tracer = Tracer([sink] if sink else [])
+    sinks: list[Any] = [sink] if sink else []
+    if verbose:
+        sinks.append(ConsoleSink(types={"backend.generate", "task.outcome", "run.end"}))
+    tracer = Tracer(sinks)
 
     async def go() -> Any:
         try:

@@ -649,3 +649,14 @@ def test_error_hierarchy() -> None:
         assert issubclass(cls, AgenticError), cls
     assert issubclass(ConfigError, ValueError)
     assert issubclass(TraceFormatError, ValueError)
+
+
+def test_console_sink_prints_selected_event_types(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentic.core import ConsoleSink
+
+    with Tracer([ConsoleSink(types={"task.outcome"})]).activate():
+        emit("task.outcome", task_id="t7", score=1.0)
+        emit("backend.generate", backend="hidden")
+    err = capsys.readouterr().err
+    assert "task.outcome" in err and "t7" in err
+    assert "hidden" not in err
