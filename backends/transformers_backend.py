@@ -216,7 +216,12 @@ class TransformersBackend(BaseBackend):
         future: asyncio.Future[list[Generation]] = asyncio.get_running_loop().create_future()
         self._pending.append(_Job(req, rows, future))
         self._wake.set()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            for row in rows:  # nobody waits for them: stop spending compute on them
+                row.cancelled = True
+            raise
 
     async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
         return list(await asyncio.gather(*(self._submit(r, self._rows(r)) for r in requests)))

@@ -359,3 +359,28 @@ async def test_abandoned_stream_stops_decoding_and_is_charged(smollm2: Any) -> N
             await asyncio.sleep(0.05)
     assert budget.spent.model_calls == 1
     assert 1 <= budget.spent.completion_tokens < 200
+
+
+async def test_cancelled_caller_frees_its_rows(smollm2: Any) -> None:
+    long = GenerateRequest.chat("Tell me a long story.", temperature=0.0, max_tokens=300)
+    short = GenerateRequest.chat("Say hi.", temperature=0.0, max_tokens=4)
+    sizes: list[int] = []
+    original = smollm2.decoder._finish
+
+    def spy(row: Any) -> None:
+        original(row)
+        sizes.append(len(row.out_ids))
+
+    smollm2.decoder._finish = spy
+    try:
+        task = asyncio.ensure_future(smollm2.generate([long]))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        [[g]] = await smollm2.generate([short])
+    finally:
+        del smollm2.decoder._finish
+    assert g.text
+    # the cancelled row stopped long before its 300 tokens
+    assert max(sizes) < 300
