@@ -1,9 +1,10 @@
 """Batched decoding of many independent rows with one Hugging Face causal LM (synchronous).
 
-One call prefills every row (left-padded, explicit position ids) and decodes them together;
-rows that finish (EOS, stop string, `max_tokens`) are dropped from the batch and from the KV
-cache at once, so the remaining rows do not pay for them. Each row samples with its own
-`torch.Generator`, so a seeded request gives the same tokens alone or in any batch.
+Rows are prefilled left-padded with explicit position ids and decoded together in a
+`RunningBatch`; new rows join between steps, and rows that finish (EOS, stop string,
+`max_tokens`) leave the batch and the KV cache at once, so the others do not pay for them.
+Each row samples with its own `torch.Generator`, so a seeded request gives the same tokens
+alone or in any batch.
 Logprobs are the raw model distribution (before temperature / top-k / top-p), as in vLLM.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from agentic.core import SamplingParams, TopLogprob
 
@@ -119,11 +121,8 @@ class RowDecoder:
         return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
     @torch.inference_mode()
-    def decode_rows(self, rows: list[Row]) -> None:
-        """Generate every row to completion, in one batch."""
-        if not rows:
-            return
-        device = self.model.device
+    def prefill(self, rows: list[Row]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Encode the rows' prompts: their KV cache, attention mask and next-token logits."""
         ids, mask, pos = self._left_pad([r.prompt_ids for r in rows])
         cache = DynamicCache(config=self.model.config)
         out = self.model(
@@ -134,46 +133,40 @@ class RowDecoder:
             use_cache=True,
             logits_to_keep=1,
         )
-        live = list(rows)
+        return cache, mask, out.logits[:, -1, :].float()
+
+    def record(self, rows: list[Row], logits: torch.Tensor) -> torch.Tensor:
+        """Choose each row's next token, append it with its logprob, alternatives and entropy,
+        and mark rows that are done. Returns the chosen tokens."""
+        logp = torch.log_softmax(logits, -1)
+        entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
+        nxt = self._pick(rows, logits)
+        chosen = logp.gather(-1, nxt[:, None])[:, 0]
         want_top = max((r.params.logprobs or 0) for r in rows)
-        while True:
-            logits = out.logits[:, -1, :].float()
-            logp = torch.log_softmax(logits, -1)
-            entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
-            nxt = self._pick(live, logits)
-            chosen = logp.gather(-1, nxt[:, None])[:, 0]
-            top = logp.topk(want_top, -1) if want_top else None
-            nxt_l, chosen_l, ent_l = nxt.tolist(), chosen.tolist(), entropy.tolist()
-            for i, row in enumerate(live):
-                row.out_ids.append(nxt_l[i])
-                row.logprobs.append(chosen_l[i])
-                row.entropies.append(ent_l[i])
-                if top is not None and row.params.logprobs:
-                    k = row.params.logprobs
-                    vals, idx = top.values[i, :k].tolist(), top.indices[i, :k].tolist()
-                    row.tops.append(
-                        tuple(
-                            TopLogprob(token_id=t, token=self.tok.decode([t]), logprob=v)
-                            for t, v in zip(idx, vals, strict=True)
-                        )
+        top = logp.topk(want_top, -1) if want_top else None
+        nxt_l, chosen_l, ent_l = nxt.tolist(), chosen.tolist(), entropy.tolist()
+        for i, row in enumerate(rows):
+            row.out_ids.append(nxt_l[i])
+            row.logprobs.append(chosen_l[i])
+            row.entropies.append(ent_l[i])
+            if top is not None and row.params.logprobs:
+                k = row.params.logprobs
+                vals, idx = top.values[i, :k].tolist(), top.indices[i, :k].tolist()
+                row.tops.append(
+                    tuple(
+                        TopLogprob(token_id=t, token=self.tok.decode([t]), logprob=v)
+                        for t, v in zip(idx, vals, strict=True)
                     )
-                self._finish(row)
-            keep = [i for i, r in enumerate(live) if not r.done]
-            if not keep:
-                return
-            if len(keep) < len(live):
-                sel = torch.tensor(keep, device=device)
-                cache.batch_select_indices(sel)
-                mask, nxt = mask[sel], nxt[sel]
-                live = [live[i] for i in keep]
-            mask = torch.cat([mask, mask.new_ones((len(live), 1))], -1)
-            out = self.model(
-                input_ids=nxt[:, None],
-                attention_mask=mask,
-                position_ids=mask.sum(-1, keepdim=True) - 1,
-                past_key_values=cache,
-                use_cache=True,
-            )
+                )
+            self._finish(row)
+        return nxt
+
+    def decode_rows(self, rows: list[Row]) -> None:
+        """Generate every row to completion, in one batch (no rows join later)."""
+        batch = RunningBatch(self)
+        batch.join(rows)
+        while batch.rows:
+            batch.step()
 
     @torch.inference_mode()
     def score_rows(
@@ -201,3 +194,93 @@ class RowDecoder:
                     )
             out.append((chosen, tops))
         return out
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    if width == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = width
+    return torch.cat([t.new_zeros(shape), t], dim)
+
+
+class RunningBatch:
+    """Rows decoded together. Rows join between steps (their prompts are prefilled on their
+    own, then their KV cache is left-padded and stacked onto the running one) and leave as soon
+    as they finish. Position ids count each row's real tokens, so padding anywhere is invisible.
+    Joining needs plain per-layer KV tensors; models with sliding-window or other stateful cache
+    layers (Gemma-3) take new rows only when the batch is empty."""
+
+    def __init__(self, decoder: RowDecoder) -> None:
+        self.decoder = decoder
+        self.rows: list[Row] = []
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
+
+    @property
+    def joinable(self) -> bool:
+        return self.cache is None or all(type(x) is DynamicLayer for x in self.cache.layers)
+
+    @torch.inference_mode()
+    def join(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        if self.rows and not self.joinable:
+            raise RuntimeError("this model's KV cache cannot take rows mid-batch")
+        cache, mask, logits = self.decoder.prefill(rows)
+        if self.cache is None or self.mask is None or self.logits is None or not self.rows:
+            self.cache, self.mask, self.logits, self.rows = cache, mask, logits, list(rows)
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+            for attr in ("keys", "values"):
+                a, b = getattr(old, attr), getattr(new, attr)
+                pad_a, pad_b = width - a.shape[2], width - b.shape[2]
+                setattr(old, attr, torch.cat([_pad_left(a, pad_a, 2), _pad_left(b, pad_b, 2)]))
+        self.mask = torch.cat(
+            [
+                _pad_left(self.mask, width - self.mask.shape[1], 1),
+                _pad_left(mask, width - mask.shape[1], 1),
+            ]
+        )
+        self.logits = torch.cat([self.logits, logits])
+        self.rows += rows
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One token for every row; finished rows leave; the rest get their next logits."""
+        assert self.cache is not None and self.mask is not None and self.logits is not None
+        nxt = self.decoder.record(self.rows, self.logits)
+        keep = [i for i, r in enumerate(self.rows) if not r.done]
+        if not keep:
+            self.rows, self.cache, self.mask, self.logits = [], None, None, None
+            return
+        if len(keep) < len(self.rows):
+            sel = torch.tensor(keep, device=self.mask.device)
+            self.cache.batch_select_indices(sel)
+            self.mask, nxt = self.mask[sel], nxt[sel]
+            self.rows = [self.rows[i] for i in keep]
+            self._trim()
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], -1)
+        out = self.decoder.model(
+            input_ids=nxt[:, None],
+            attention_mask=self.mask,
+            position_ids=self.mask.sum(-1, keepdim=True) - 1,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.logits = out.logits[:, -1, :].float()
+
+    def _trim(self) -> None:
+        """Drop leading cache columns that no remaining row attends to (left by rows that left)."""
+        assert self.cache is not None and self.mask is not None
+        if not self.joinable:
+            return
+        first = int(self.mask.any(0).int().argmax())
+        if first == 0:
+            return
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[:, :, first:]
+            layer.values = layer.values[:, :, first:]
+        self.mask = self.mask[:, first:]

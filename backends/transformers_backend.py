@@ -3,8 +3,8 @@
 Many coroutines may call `generate` at once; a scheduler coalesces whatever is queued into one
 batched decode (`hf_decode.RowDecoder`), run in a worker thread so the event loop stays free.
 `await asyncio.gather(*(backend.generate([r]) for r in requests))` is therefore batched without
-the caller doing anything. A batch runs to completion before the next one starts; requests that
-arrive meanwhile wait and form the next batch (static batching, rows pruned as they finish).
+the caller doing anything. Requests that arrive while a batch runs join it at the next step
+(continuous batching); rows leave as they finish.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from agentic.core import (
     check_budget,
 )
 from backends.base import BaseBackend, Capabilities
-from backends.hf_decode import Row, RowDecoder
+from backends.hf_decode import Row, RowDecoder, RunningBatch
 
 
 @dataclass
@@ -159,30 +159,46 @@ class TransformersBackend(BaseBackend):
             self._lock = asyncio.Lock()
             self._worker = loop.create_task(self._run(), name=f"{self.name}-scheduler")
 
+    def _take(self, room: int) -> list[_Job]:
+        """Queued jobs whose rows fit in `room` (at least one job when the batch is empty)."""
+        jobs: list[_Job] = []
+        rows = 0
+        while self._pending and (
+            rows + len(self._pending[0].rows) <= room or (not jobs and room == self.max_batch)
+        ):
+            jobs.append(self._pending.popleft())
+            rows += len(jobs[-1].rows)
+        return jobs
+
     async def _run(self) -> None:
         assert self._wake is not None and self._lock is not None
+        batch = RunningBatch(self.decoder)
+        live: list[_Job] = []
         while True:
-            await self._wake.wait()
-            # let every coroutine that is ready to enqueue do so before the batch is cut
-            for _ in range(2):
-                await asyncio.sleep(0)
-            jobs = [self._pending.popleft()]
-            rows = len(jobs[0].rows)
-            while self._pending and rows + len(self._pending[0].rows) <= self.max_batch:
-                jobs.append(self._pending.popleft())
-                rows += len(jobs[-1].rows)
-            if not self._pending:
+            if not batch.rows:
                 self._wake.clear()
+                if not self._pending:
+                    await self._wake.wait()
+                # let every coroutine that is ready to enqueue do so before the batch is cut
+                for _ in range(2):
+                    await asyncio.sleep(0)
+            new = self._take(self.max_batch - len(batch.rows)) if batch.joinable else []
+            if not batch.rows and not new:
+                continue
             try:
                 async with self._lock:
-                    batch = [r for j in jobs for r in j.rows]
-                    await asyncio.to_thread(self.decoder.decode_rows, batch)
-            except Exception as e:  # a failed batch fails its callers, not the scheduler
-                for j in jobs:
+                    if new:
+                        await asyncio.to_thread(batch.join, [r for j in new for r in j.rows])
+                    await asyncio.to_thread(batch.step)
+            except Exception as e:  # a failed step fails its callers, not the scheduler
+                for j in live + new:
                     if not j.future.done():
                         j.future.set_exception(e)
+                batch, live = RunningBatch(self.decoder), []
                 continue
-            for j in jobs:
+            live += new
+            for j in [j for j in live if all(r.done for r in j.rows)]:
+                live.remove(j)
                 if not j.future.done():
                     j.future.set_result(self._generations(j))
 

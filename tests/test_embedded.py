@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from pathlib import Path
 
@@ -61,6 +62,20 @@ async def test_gemma3_270m_is_a_second_real_model() -> None:
         [GenerateRequest(prompt=text, params={"max_tokens": 8, "temperature": 0.0})]
     )
     assert g.text.strip() and len(g.token_ids) >= 1
+    # Gemma's sliding-window cache cannot take rows mid-batch: a late request waits for the
+    # running batch, and every output still equals the same request run alone
+    prompts = ["The capital of France is", "Water boils at", "1, 2, 3, 4,"]
+    reqs = [
+        GenerateRequest(prompt=p, params={"max_tokens": 10, "temperature": 0.0}) for p in prompts
+    ]
+    alone = [(await gemma.generate([r]))[0][0].token_ids for r in reqs]
+
+    async def late(r: GenerateRequest) -> tuple[int, ...]:
+        await asyncio.sleep(0.3)
+        return (await gemma.generate([r]))[0][0].token_ids
+
+    together = await asyncio.gather(*(gemma.generate([r]) for r in reqs[:2]), late(reqs[2]))
+    assert [together[0][0][0].token_ids, together[1][0][0].token_ids, together[2]] == alone
     smol = load_backend("embedded:smollm2")
     # a different tokenizer: switching models by text, not by token ids
     sample = "Tokenizers differ: Gemma has 262k pieces, SmolLM2 has 49k."

@@ -58,13 +58,13 @@ async def test_batched_greedy_equals_unbatched(smollm2: Any, monkeypatch: Any) -
     alone = [await one(smollm2, r) for r in reqs]
 
     sizes: list[int] = []
-    original = smollm2.decoder.decode_rows
+    original = smollm2.decoder.prefill
 
-    def recording(rows: list[Any]) -> None:
+    def recording(rows: list[Any]) -> Any:
         sizes.append(len(rows))
-        original(rows)
+        return original(rows)
 
-    monkeypatch.setattr(smollm2.decoder, "decode_rows", recording)
+    monkeypatch.setattr(smollm2.decoder, "prefill", recording)
     together = await asyncio.gather(*(smollm2.generate([r]) for r in reqs))
 
     assert max(sizes) > 1, f"concurrent requests were not batched: batch sizes {sizes}"
@@ -384,3 +384,26 @@ async def test_cancelled_caller_frees_its_rows(smollm2: Any) -> None:
     assert g.text
     # the cancelled row stopped long before its 300 tokens
     assert max(sizes) < 300
+
+
+async def test_request_arriving_mid_batch_joins_it_and_matches_alone(smollm2: Any) -> None:
+    long = GenerateRequest.chat(
+        "Describe the ocean.", temperature=0.0, max_tokens=96, ignore_eos=True
+    )
+    late = GenerateRequest.chat("What is 2 + 2?", temperature=0.0, max_tokens=12)
+    [[long_alone]] = await smollm2.generate([long])
+    [[late_alone]] = await smollm2.generate([late])
+
+    order: list[str] = []
+
+    async def run(name: str, req: GenerateRequest, delay: float) -> Generation:
+        await asyncio.sleep(delay)
+        [[g]] = await smollm2.generate([req])
+        order.append(name)
+        return g
+
+    long_g, late_g = await asyncio.gather(run("long", long, 0.0), run("late", late, 0.5))
+    # the late request joined the running batch instead of waiting for it to finish
+    assert order == ["late", "long"]
+    assert late_g.token_ids == late_alone.token_ids
+    assert long_g.token_ids == long_alone.token_ids
