@@ -281,6 +281,6 @@ class RunningBatch:
         if first == 0:
             return
         for layer in self.cache.layers:
-            layer.keys = layer.keys[:, :, first:]
-            layer.values = layer.values[:, :, first:]
+            for attr in ("keys", "values"):
+                setattr(layer, attr, getattr(layer, attr)[:, :, first:])
         self.mask = self.mask[:, first:]
