@@ -144,7 +144,9 @@ class TransformersBackend(BaseBackend):
             gen = None
             if p.seed is not None and p.temperature > 0:
                 # one stream per sample, so sample j is the same alone or in any batch
-                gen = torch.Generator().manual_seed((p.seed * 1_000_003 + j) % (1 << 63))
+                gen = torch.Generator(device=self.model.device).manual_seed(
+                    (p.seed * 1_000_003 + j) % (1 << 63)
+                )
             rows.append(Row(prompt_ids=ids, params=p, generator=gen, on_text=on_text))
         return rows
 
