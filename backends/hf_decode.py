@@ -75,11 +75,12 @@ class RowDecoder:
 
     def _finish(self, row: Row) -> None:
         """Decide whether `row` is done after its latest token; cut stop strings exactly."""
-        tok = row.out_ids[-1]
-        if tok in self.eos_ids and not row.params.ignore_eos:
+        if row.out_ids[-1] in self.eos_ids and not row.params.ignore_eos:
             row.done, row.finish_reason = True, "stop"
         stops = row.params.stop
-        if stops or row.on_text is not None or row.done:
+        # the text is needed every step only to find stop strings or to stream
+        watch = bool(stops) or row.on_text is not None
+        if watch:
             row.text = self.decode_text(row.out_ids)
         if stops and not row.done:
             hits = [(row.text.find(s), s) for s in stops if s in row.text]
@@ -89,7 +90,7 @@ class RowDecoder:
                 row.done, row.finish_reason, row.stop_reason = True, "stop", s
         if not row.done and (row.cancelled or len(row.out_ids) >= row.params.max_tokens):
             row.done, row.finish_reason = True, "length"
-        if row.done and not stops and row.on_text is None:
+        if row.done and not watch:
             row.text = self.decode_text(row.out_ids)
         if row.on_text is not None:
             self._stream(row)
