@@ -58,9 +58,14 @@ async def _run_task(suite: TaskSuite, controller: Controller, task: Task, ctx: C
             outcome = await controller(task, ctx)
         except AgenticError as e:  # budget, replay miss, backend down: recorded, run goes on
             outcome = Outcome(task_id=task.id, output="", error=f"{type(e).__name__}: {e}")
-        score = await suite.check(task, outcome.output) if not outcome.error else 0.0
+        score, error = 0.0, outcome.error
+        if not error:
+            try:
+                score = await suite.check(task, outcome.output)
+            except Exception as e:  # third-party checkers: one bad check must not end the run
+                error = f"checker failed: {type(e).__name__}: {e}"
         outcome = outcome.model_copy(
-            update={"score": score, "usage": meter.spent, "trace_id": span_id}
+            update={"score": score, "usage": meter.spent, "trace_id": span_id, "error": error}
         )
         emit("task.outcome", outcome=outcome.model_dump(mode="json"))
         return outcome

@@ -59,3 +59,28 @@ async def test_humaneval_runs_the_real_tests() -> None:
     assert await suite.check(task, problem["canonical_solution"]) == 1.0
     wrong = f"```python\ndef {problem['entry_point']}(*a, **k):\n    return None\n```"
     assert await suite.check(task, wrong) == 0.0
+
+
+async def test_a_failing_checker_is_recorded_not_fatal() -> None:
+    from agentic.core import Context, Outcome, Task, TaskSuite
+    from agentic.runner import run_suite
+
+    class Flaky(TaskSuite):
+        name = "flaky"
+
+        @property
+        def tasks(self) -> list[Task]:
+            return [Task(id=str(i), input=str(i)) for i in range(3)]
+
+        async def check(self, task: Task, output: str) -> float:
+            if task.id == "1":
+                raise ValueError("cannot parse")
+            return 1.0
+
+    async def echo(task: Task, ctx: Context) -> Outcome:
+        return Outcome(task_id=task.id, output=task.input)
+
+    result = await run_suite(Flaky(), echo)
+    assert [o.score for o in result.outcomes] == [1.0, 0.0, 1.0]
+    assert result.outcomes[1].error == "checker failed: ValueError: cannot parse"
+    assert result.errors == 1
