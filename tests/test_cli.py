@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -99,6 +100,17 @@ def test_run_record_replay_and_show(tmp_path: Path) -> None:
     rep = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stderr
     assert "identical" in rep.stdout and "NO_MODEL 0" in rep.stdout, rep.stdout
+
+    # a recording whose outcome was altered no longer replays identically
+    tampered = tmp_path / "tampered.jsonl"
+    lines = rec.read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if '"task.outcome"' in ln)
+    event = json.loads(lines[at])
+    event["payload"]["outcome"]["output"] += " (edited)"
+    lines[at] = json.dumps(event)
+    tampered.write_text("\n".join(lines) + "\n")
+    res = agentic("replay", str(tampered))
+    assert res.returncode == 1 and "differ" in res.stdout, res.stdout
 
     shown = agentic("trace", "show", str(rec), "--type", "task.outcome")
     assert shown.returncode == 0, shown.stderr
