@@ -81,3 +81,20 @@ async def test_gemma3_270m_is_a_second_real_model() -> None:
     sample = "Tokenizers differ: Gemma has 262k pieces, SmolLM2 has 49k."
     assert gemma.count_tokens(sample) != smol.count_tokens(sample)
     await gemma.aclose()
+
+
+def test_hf_uri_with_a_missing_folder_names_it() -> None:
+    with pytest.raises(ConfigError, match="/no/such/model"):
+        load_backend("hf:/no/such/model")
+
+
+@pytest.mark.slow
+async def test_hf_uri_loads_a_model_folder(smollm2: object) -> None:
+    folder = embedded.ensure_local("smollm2")
+    hf = load_backend(f"hf:{folder}")
+    assert hf.name == f"hf:{folder}"
+    req = GenerateRequest.chat("Name a fruit.", temperature=0.0, max_tokens=8)
+    [[a]] = await hf.generate([req])
+    [[b]] = await smollm2.generate([req])  # type: ignore[attr-defined]
+    assert a.token_ids == b.token_ids
+    await hf.aclose()
