@@ -242,7 +242,9 @@ class TransformersBackend(BaseBackend):
             raise
 
     async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
-        return list(await asyncio.gather(*(self._submit(r, self._rows(r)) for r in requests)))
+        rows = [self._rows(r) for r in requests]  # every request validated before any is queued
+        jobs = (self._submit(r, x) for r, x in zip(requests, rows, strict=True))
+        return list(await asyncio.gather(*jobs))
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
         if request.params.n != 1:
@@ -290,8 +292,15 @@ class TransformersBackend(BaseBackend):
         self._ensure_worker()
         assert self._lock is not None
         t0 = time.monotonic()
-        async with self._lock:
-            scored = await asyncio.to_thread(self.decoder.score_rows, prompts, conts, top)
+        scored = []
+        for i in range(0, len(requests), self.max_batch):  # the same memory bound as generation
+            async with self._lock:
+                scored += await asyncio.to_thread(
+                    self.decoder.score_rows,
+                    prompts[i : i + self.max_batch],
+                    conts[i : i + self.max_batch],
+                    top,
+                )
         seconds = time.monotonic() - t0
         return [
             ScoreResult(
