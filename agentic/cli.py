@@ -149,13 +149,21 @@ def _summary(result: Any, backend: str) -> Table:
 
 
 async def _solve(
-    suite: Any, controller: Any, concurrency: int, budget: Budget, config: dict[str, Any]
+    suite: Any,
+    controller: Any,
+    concurrency: int,
+    budget: Budget,
+    config: dict[str, Any],
+    done: list[Outcome],
 ) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from agentic.runner import run_suite
 
-    done = {"n": 0, "score": 0.0}
+    ids = {t.id for t in suite.tasks}
+    finished = [o for o in done if o.task_id in ids]
+    tally = {"n": len(finished), "score": sum(o.score or 0.0 for o in finished)}
+    completed = len(finished)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -164,12 +172,12 @@ async def _solve(
         console=err,
         transient=False,
     ) as progress:
-        bar = progress.add_task(suite.name, total=len(suite.tasks))
+        bar = progress.add_task(suite.name, total=len(suite.tasks), completed=completed)
 
         def tick(o: Outcome) -> None:
-            done["n"] += 1
-            done["score"] += o.score or 0.0
-            acc = done["score"] / done["n"]
+            tally["n"] += 1
+            tally["score"] += o.score or 0.0
+            acc = tally["score"] / tally["n"]
             progress.update(bar, advance=1, description=f"{suite.name} acc {acc:.0%}")
 
         return await run_suite(
@@ -179,7 +187,36 @@ async def _solve(
             budget=budget,
             on_outcome=tick,
             config=config,
+            done=finished,
         )
+
+
+def _resumable(path: Path, suite: dict[str, Any], config: dict[str, Any]) -> list[Outcome]:
+    """Outcomes already recorded in `path`, after checking it records this same run.
+    A line cut off by the kill that interrupted the run is dropped, so appending stays valid."""
+    if not path.exists():
+        raise ConfigError(f"--resume: {path} does not exist")
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+    events = list(read_events(path))
+    start = next((e for e in events if e.type == "run.start"), None)
+    if start is None:
+        raise ConfigError(
+            f"--resume: {path} has no run.start event: not a recording of `agentic run`"
+        )
+    for key, want, got in [
+        *((f"suite.{k}", suite.get(k), start.payload["suite"].get(k)) for k in suite),
+        *((k, config[k], start.payload["config"].get(k)) for k in ("backend", "controller")),
+    ]:
+        if want != got:
+            raise ConfigError(
+                f"--resume: {path} recorded a different run: {key} was {got!r}, now {want!r}"
+            )
+    return [
+        Outcome.model_validate(e.payload["outcome"]) for e in events if e.type == "task.outcome"
+    ]
 
 
 @app.command()
@@ -194,6 +231,13 @@ def run(
         Path | None, typer.Option(help="Write every event of the run to this JSONL file.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --record file.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Finish an interrupted `--record` run: solve only the tasks it has no outcome "
+            "for, appending to the same file."
+        ),
+    ] = None,
     config: Annotated[
         list[str] | None, typer.Option("--config", "-c", help="Suite setting KEY=VALUE.")
     ] = None,
@@ -208,8 +252,10 @@ def run(
     from agentic.suites import load_suite
     from controllers import Direct
 
-    if record is not None and record.exists() and not overwrite:
-        raise ConfigError(f"{record} exists; pass --overwrite to replace it")
+    if resume is not None and record is not None and record != resume:
+        raise ConfigError(f"--resume appends to {resume}; drop --record {record}")
+    if resume is None and record is not None and record.exists() and not overwrite:
+        raise ConfigError(f"{record} exists; pass --overwrite to replace it (or --resume it)")
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
@@ -222,7 +268,11 @@ def run(
         "controller": {"type": "Direct", "params": params.model_dump(mode="json")},
         "concurrency": concurrency,
     }
-    if record is not None and overwrite:
+    done: list[Outcome] = []
+    if resume is not None:
+        done = _resumable(resume, task_suite.config(), run_config)
+        record = resume
+    elif record is not None and overwrite:
         record.unlink(missing_ok=True)
     sink = JSONLSink(record) if record is not None else None
     sinks: list[Any] = [sink] if sink else []
@@ -234,7 +284,7 @@ def run(
         try:
             with tracer.activate():
                 return await _solve(
-                    task_suite, Direct(model, params=params), concurrency, budget, run_config
+                    task_suite, Direct(model, params=params), concurrency, budget, run_config, done
                 )
         finally:
             await model.aclose()

@@ -6,7 +6,8 @@ budget), so `Outcome.usage` is exactly what that task spent, whatever the contro
 When the run's budget is used up, tasks not yet started are not started (`RunResult.not_run`),
 and outcomes already finished are kept: the run returns its best-so-far.
 The trace (`run.start`, every backend call, `task.outcome`, `run.end`) is the recording that
-`agentic replay` serves back.
+`agentic replay` serves back. A run resumed from a recording (`done=`) skips the tasks that
+already have an outcome, counts them once in its result, and marks itself with `run.resume`.
 """
 
 from __future__ import annotations
@@ -80,16 +81,20 @@ async def run_suite(
     tasks: Sequence[Task] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     config: dict[str, Any] | None = None,
+    done: Sequence[Outcome] = (),
 ) -> RunResult:
     """Solve `tasks` (default: all of the suite's) with `controller`; `config` is recorded in
-    the `run.start` event so the run can be rebuilt (see `agentic replay`)."""
+    the `run.start` event so the run can be rebuilt (see `agentic replay`). Tasks with an
+    outcome in `done` (from an interrupted run) are not solved again."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     todo = list(suite.tasks if tasks is None else tasks)
+    outcomes: dict[str, Outcome] = {}
+    for o in done:
+        outcomes.setdefault(o.task_id, o)
     ctx = Context(system_prompt=suite.system_prompt)
     gate = asyncio.Semaphore(concurrency)
     run_budget = budget or Budget()
-    outcomes: dict[str, Outcome] = {}
     not_run: list[str] = []
     stopped: list[str] = []
     started = time.monotonic()
@@ -105,9 +110,12 @@ async def run_suite(
             if on_outcome is not None:
                 on_outcome(outcome)
 
-    emit("run.start", suite=suite.config(), tasks=len(todo), config=config or {})
+    if done:
+        emit("run.resume", tasks=len(todo), done=sum(t.id in outcomes for t in todo))
+    else:
+        emit("run.start", suite=suite.config(), tasks=len(todo), config=config or {})
     with run_budget:
-        await asyncio.gather(*(one(t) for t in todo))
+        await asyncio.gather(*(one(t) for t in todo if t.id not in outcomes))
     ordered = [outcomes[t.id] for t in todo if t.id in outcomes]
     result = RunResult(
         suite=suite.name,

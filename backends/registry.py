@@ -24,6 +24,8 @@ _BUILTIN: dict[str, str] = {
     "hf": "backends.transformers_backend:from_uri",
     "embedded": "backends.embedded:from_uri",
     "replay": "backends.replay:from_uri",
+    "openai": "backends.openai_backend:from_uri",
+    "vllm": "backends.vllm_backend:from_uri",
 }
 _registered: dict[str, Factory] = {}
 

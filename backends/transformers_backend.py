@@ -31,6 +31,7 @@ from agentic.core import (
 )
 from backends.base import BaseBackend, Capabilities
 from backends.hf_decode import Row, RowDecoder, RunningBatch
+from backends.prompts import render_ids
 
 
 @dataclass
@@ -102,25 +103,7 @@ class TransformersBackend(BaseBackend):
 
     def render(self, req: GenerateRequest | ScoreRequest) -> list[int]:
         """Token ids of the prompt, with the chat template applied and the prefix appended."""
-        tok = self.tokenizer
-        if req.messages is not None:
-            if not tok.chat_template:
-                raise ConfigError(
-                    f"model {self.name!r} has no chat template: "
-                    "send `prompt=` instead of `messages=`"
-                )
-            text = tok.apply_chat_template(
-                [m.model_dump(exclude_none=True) for m in req.messages],
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            ids = list(tok(text, add_special_tokens=False).input_ids)
-        else:
-            ids = list(tok(req.prompt, add_special_tokens=True).input_ids) if req.prompt else []
-        # the prefix is tokenized on its own so the prompt's tokens match a prefix-less request
-        if req.prefix:
-            ids += tok(req.prefix, add_special_tokens=False).input_ids
-        return ids
+        return render_ids(self.tokenizer, req, self.name)
 
     def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
         if isinstance(text_or_messages, str):

@@ -8,6 +8,7 @@ from agentic.core.errors import (
     ModelNotInstalled,
     NotSupported,
     ReplayMiss,
+    RequestRejected,
     TraceFormatError,
 )
 from agentic.core.events import ConsoleSink, Event, JSONLSink, Tracer, emit, read_events, span
@@ -42,6 +43,7 @@ __all__ = [
     "NotSupported",
     "Outcome",
     "ReplayMiss",
+    "RequestRejected",
     "SamplingParams",
     "ScoreRequest",
     "ScoreResult",

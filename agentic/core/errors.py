@@ -19,6 +19,10 @@ class BackendUnavailable(AgenticError):
     """The backend could not be reached or kept failing after retries."""
 
 
+class RequestRejected(AgenticError):
+    """The backend refused a request (HTTP 4xx other than 429): retrying would not help."""
+
+
 class ModelNotInstalled(AgenticError):
     """An embedded model's wheel is missing; the message says which command installs it."""
 

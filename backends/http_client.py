@@ -1,0 +1,228 @@
+"""A JSON-over-HTTP client that survives the faults real inference servers produce.
+
+`RetryingClient.post(path, body)` sends one request to an OpenAI-compatible server and returns its
+parsed JSON. Transient failures are retried with exponential backoff and jitter (tenacity):
+HTTP 429 and 5xx (honouring `Retry-After`), connection errors and resets, timeouts, and bodies
+that are not the complete JSON object a server promised (truncated or malformed). Every retry is
+an event (`backend.retry`), so a recording shows what the network did. Other 4xx answers are the
+caller's mistake and raise `RequestRejected` at once; a request that keeps failing raises
+`BackendUnavailable` naming the URL and the last status.
+
+The API key goes into the `Authorization` header only; it is never part of an event, an error
+message or `repr`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from agentic.core import BackendUnavailable, ConfigError, RequestRejected, emit
+
+
+class _Transient(Exception):
+    """An answer worth retrying: 429, 5xx, or a body that is not valid JSON."""
+
+    def __init__(self, status: int, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+_RETRYABLE = (_Transient, httpx.TransportError)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class RetryingClient:
+    """One `httpx.AsyncClient` per event loop, a concurrency gate, and the retry policy."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        max_concurrency: int = 16,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 300.0,
+        max_retries: int = 6,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        name: str = "openai",
+    ) -> None:
+        for field, value in (
+            ("max_concurrency", max_concurrency),
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{field} must be > 0, got {value}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+        if backoff < 0 or backoff_max < 0:
+            raise ConfigError(f"backoff must be >= 0, got {backoff} / {backoff_max}")
+        self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.name = name
+        self._api_key = api_key
+        self._timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None
+        )
+        self._client: httpx.AsyncClient | None = None
+        self._gate: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"RetryingClient({self.base_url!r}, api_key={'***' if self._api_key else None})"
+
+    def url(self, path: str) -> str:
+        """`path` under the base URL; an absolute URL passes through (vLLM's /tokenize sits
+        beside /v1, not under it)."""
+        return (
+            path
+            if path.startswith(("http://", "https://"))
+            else f"{self.base_url}/{path.lstrip('/')}"
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _bound(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        # a client's connection pool belongs to the loop that opened it
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._gate is None or self._loop is not loop:
+            limits = httpx.Limits(
+                max_connections=self.max_concurrency,
+                max_keepalive_connections=self.max_concurrency,
+            )
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout, limits=limits, headers=self.headers()
+            )
+            self._gate = asyncio.Semaphore(self.max_concurrency)
+            self._loop = loop
+        return self._client, self._gate
+
+    async def _once(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
+        client, gate = self._bound()
+        # the gate covers the request only: a request waiting out its backoff holds no slot
+        async with gate:
+            resp = await client.request(method, url, json=body)
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Transient(
+                resp.status_code,
+                self.redact(resp.text[:200]),
+                _retry_after(resp.headers.get("retry-after")),
+            )
+        if resp.status_code >= 400:
+            raise RequestRejected(
+                f"{url} refused the request: HTTP {resp.status_code}: "
+                f"{self.redact(resp.text[:500])}"
+            )
+        try:
+            return resp.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _Transient(resp.status_code, f"body is not valid JSON ({e})") from None
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, self.backoff_max)
+        return wait_exponential_jitter(
+            initial=self.backoff, max=self.backoff_max, jitter=self.backoff
+        )(state)
+
+    def _before_sleep(self, url: str) -> Any:
+        def note(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            emit(
+                "backend.retry",
+                backend=self.name,
+                url=url,
+                attempt=state.attempt_number,
+                status=getattr(exc, "status", None),
+                error=self.redact(f"{type(exc).__name__}: {exc}"),
+                wait=state.upcoming_sleep,
+            )
+
+        return note
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = self.url(path)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(_RETRYABLE),
+            before_sleep=self._before_sleep(url),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._once(method, url, body)
+        except _RETRYABLE as e:
+            last = f"HTTP {e.status}" if isinstance(e, _Transient) else type(e).__name__
+            raise BackendUnavailable(
+                f"{url}: no answer after {self.max_retries + 1} attempts; "
+                f"last: {last} ({self.redact(str(e))[:200]})"
+            ) from None
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self.request("POST", path, body)
+
+    def get_sync(self, path: str) -> Any:
+        """For the few calls made outside an event loop (probing the server, counting tokens)."""
+        url = self.url(path)
+        try:
+            resp = httpx.get(url, headers=self.headers(), timeout=self._timeout)
+        except httpx.TransportError as e:
+            raise BackendUnavailable(f"cannot reach {url}: {type(e).__name__}: {e}") from None
+        if resp.status_code >= 400:
+            raise BackendUnavailable(f"{url}: HTTP {resp.status_code}: {resp.text[:200]}")
+        return resp.json()
+
+    def post_sync(self, path: str, body: dict[str, Any]) -> Any:
+        url = self.url(path)
+        try:
+            resp = httpx.post(url, json=body, headers=self.headers(), timeout=self._timeout)
+        except httpx.TransportError as e:
+            raise BackendUnavailable(f"cannot reach {url}: {type(e).__name__}: {e}") from None
+        if resp.status_code >= 400:
+            raise RequestRejected(f"{url}: HTTP {resp.status_code}: {resp.text[:200]}")
+        return resp.json()
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = None

