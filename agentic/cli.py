@@ -50,7 +50,8 @@ BackendOpt = Annotated[
     typer.Option(
         "--backend",
         "-b",
-        help="Backend URI: embedded:smollm2, embedded:gemma3-270m, hf:PATH, replay:FILE, ...",
+        help="Backend URI: embedded:smollm2, embedded:gemma3-270m, hf:PATH, vllm:PATH, "
+        "openai:http://HOST:PORT/v1#MODEL, replay:FILE, or a plugin's scheme.",
     ),
 ]
 
@@ -68,7 +69,8 @@ def _load(uri: str) -> Any:
     from backends import load_backend
 
     with err.status(f"loading {uri} (the first use of an embedded model converts it, ~20 s)"):
-        if not uri.startswith("replay:"):
+        # only local models load transformers; remote and plugin backends should not pay for it
+        if uri.startswith(("hf:", "embedded:", "vllm:")):
             _quiet_transformers()
         return load_backend(uri)
 
@@ -154,14 +156,14 @@ async def _solve(
     concurrency: int,
     budget: Budget,
     config: dict[str, Any],
-    done: list[Outcome],
+    done: list[Outcome] | None,
 ) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from agentic.runner import run_suite
 
     ids = {t.id for t in suite.tasks}
-    finished = [o for o in done if o.task_id in ids]
+    finished = [o for o in done or () if o.task_id in ids]
     tally = {"n": len(finished), "score": sum(o.score or 0.0 for o in finished)}
     completed = len(finished)
     with Progress(
@@ -187,7 +189,7 @@ async def _solve(
             budget=budget,
             on_outcome=tick,
             config=config,
-            done=finished,
+            done=finished if done is not None else None,
         )
 
 
@@ -196,11 +198,7 @@ def _resumable(path: Path, suite: dict[str, Any], config: dict[str, Any]) -> lis
     A line cut off by the kill that interrupted the run is dropped, so appending stays valid."""
     if not path.exists():
         raise ConfigError(f"--resume: {path} does not exist")
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-    events = list(read_events(path))
+    events = list(read_events(path))  # a torn last line is skipped here, cut below
     start = next((e for e in events if e.type == "run.start"), None)
     if start is None:
         raise ConfigError(
@@ -214,6 +212,10 @@ def _resumable(path: Path, suite: dict[str, Any], config: dict[str, Any]) -> lis
             raise ConfigError(
                 f"--resume: {path} recorded a different run: {key} was {got!r}, now {want!r}"
             )
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
     return [
         Outcome.model_validate(e.payload["outcome"]) for e in events if e.type == "task.outcome"
     ]
@@ -268,7 +270,7 @@ def run(
         "controller": {"type": "Direct", "params": params.model_dump(mode="json")},
         "concurrency": concurrency,
     }
-    done: list[Outcome] = []
+    done: list[Outcome] | None = None
     if resume is not None:
         done = _resumable(resume, task_suite.config(), run_config)
         record = resume

@@ -81,16 +81,17 @@ async def run_suite(
     tasks: Sequence[Task] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     config: dict[str, Any] | None = None,
-    done: Sequence[Outcome] = (),
+    done: Sequence[Outcome] | None = None,
 ) -> RunResult:
     """Solve `tasks` (default: all of the suite's) with `controller`; `config` is recorded in
     the `run.start` event so the run can be rebuilt (see `agentic replay`). Tasks with an
-    outcome in `done` (from an interrupted run) are not solved again."""
+    outcome in `done` (from an interrupted run) are not solved again; passing `done`, even
+    empty, marks the run as resumed (`run.resume` instead of a second `run.start`)."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     todo = list(suite.tasks if tasks is None else tasks)
     outcomes: dict[str, Outcome] = {}
-    for o in done:
+    for o in done or ():
         outcomes.setdefault(o.task_id, o)
     ctx = Context(system_prompt=suite.system_prompt)
     gate = asyncio.Semaphore(concurrency)
@@ -110,7 +111,7 @@ async def run_suite(
             if on_outcome is not None:
                 on_outcome(outcome)
 
-    if done:
+    if done is not None:
         emit("run.resume", tasks=len(todo), done=sum(t.id in outcomes for t in todo))
     else:
         emit("run.start", suite=suite.config(), tasks=len(todo), config=config or {})
