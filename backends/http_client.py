@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import random
 import time
 from typing import Any
 
@@ -26,7 +27,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from agentic.core import BackendUnavailable, ConfigError, RequestRejected, emit
@@ -141,13 +141,13 @@ class RetryingClient:
         if resp.status_code == 429 or resp.status_code >= 500:
             raise _Transient(
                 resp.status_code,
-                self.redact(resp.text[:200]),
+                self.redact(resp.text)[:200],
                 _retry_after(resp.headers.get("retry-after")),
             )
         if resp.status_code >= 400:
             raise RequestRejected(
                 f"{url} refused the request: HTTP {resp.status_code}: "
-                f"{self.redact(resp.text[:500])}"
+                f"{self.redact(resp.text)[:500]}"
             )
         try:
             return resp.json()
@@ -158,9 +158,9 @@ class RetryingClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             return min(exc.retry_after, self.backoff_max)
-        return wait_exponential_jitter(
-            initial=self.backoff, max=self.backoff_max, jitter=self.backoff
-        )(state)
+        # exponential backoff plus up to one `backoff` of jitter, so retries do not march in step
+        exp = self.backoff * 2 ** (state.attempt_number - 1)
+        return min(exp + random.uniform(0, self.backoff), self.backoff_max)
 
     def _before_sleep(self, url: str) -> Any:
         def note(state: RetryCallState) -> None:
@@ -201,25 +201,21 @@ class RetryingClient:
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         return await self.request("POST", path, body)
 
-    def get_sync(self, path: str) -> Any:
-        """For the few calls made outside an event loop (probing the server, counting tokens)."""
+    def request_sync(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """For the few calls made outside an event loop (probing the server, counting tokens):
+        no retries, the same errors."""
         url = self.url(path)
         try:
-            resp = httpx.get(url, headers=self.headers(), timeout=self._timeout)
+            resp = httpx.request(
+                method, url, json=body, headers=self.headers(), timeout=self._timeout
+            )
         except httpx.TransportError as e:
             raise BackendUnavailable(f"cannot reach {url}: {type(e).__name__}: {e}") from None
+        detail = f"{url}: HTTP {resp.status_code}: {self.redact(resp.text)[:200]}"
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise BackendUnavailable(detail)
         if resp.status_code >= 400:
-            raise BackendUnavailable(f"{url}: HTTP {resp.status_code}: {resp.text[:200]}")
-        return resp.json()
-
-    def post_sync(self, path: str, body: dict[str, Any]) -> Any:
-        url = self.url(path)
-        try:
-            resp = httpx.post(url, json=body, headers=self.headers(), timeout=self._timeout)
-        except httpx.TransportError as e:
-            raise BackendUnavailable(f"cannot reach {url}: {type(e).__name__}: {e}") from None
-        if resp.status_code >= 400:
-            raise RequestRejected(f"{url}: HTTP {resp.status_code}: {resp.text[:200]}")
+            raise RequestRejected(detail)
         return resp.json()
 
     async def aclose(self) -> None:

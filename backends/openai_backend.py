@@ -149,7 +149,7 @@ class OpenAIBackend(BaseBackend):
         )
 
     def _probe(self, model: str | None, server: Server | None) -> tuple[str, Server]:
-        data = self.http.get_sync("models").get("data") or []
+        data = self.http.request_sync("GET", "models").get("data") or []
         if model is None:
             if not data:
                 raise ConfigError(f"{self.http.base_url}/models lists no model: give one as #MODEL")
@@ -378,7 +378,7 @@ class OpenAIBackend(BaseBackend):
             return len(self.tokenizer(text, add_special_tokens=False).input_ids)
         if self.server != "vllm":
             raise NotSupported(f"{self.name}: counting tokens needs tokenizer=PATH")
-        data = self.http.post_sync(self._tokenize_url(), {"model": self.model, **body})
+        data = self.http.request_sync("POST", self._tokenize_url(), {"model": self.model, **body})
         return len(data["tokens"])
 
     async def aclose(self) -> None:
