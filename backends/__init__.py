@@ -15,6 +15,8 @@ from backends.registry import DEFAULT_BACKEND, known_schemes, load_backend, regi
 _LAZY = {
     "TransformersBackend": "backends.transformers_backend",
     "ReplayBackend": "backends.replay",
+    "OpenAIBackend": "backends.openai_backend",
+    "VLLMBackend": "backends.vllm_backend",
     "ensure_local": "backends.embedded",
 }
 
@@ -23,8 +25,10 @@ __all__ = [
     "Backend",
     "BaseBackend",
     "Capabilities",
+    "OpenAIBackend",
     "ReplayBackend",
     "TransformersBackend",
+    "VLLMBackend",
     "ensure_local",
     "known_schemes",
     "load_backend",

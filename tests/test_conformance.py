@@ -55,35 +55,27 @@ class RecordThenReplay(BaseBackend):
     def __init__(self, inner: Any, folder: Path) -> None:
         self.inner, self.folder, self.calls = inner, folder, 0
         self.name = "replay"
-        self.capabilities = inner.capabilities
+        # replay serves whole recorded generations: it does not stream token by token
+        self.capabilities = inner.capabilities.model_copy(update={"streaming": False})
 
-    def _recording(self) -> Path:
+    async def _through_recording(self, method: str, requests: list[Any]) -> list[Any]:
+        from backends.replay import ReplayBackend
+
         self.calls += 1
-        return self.folder / f"call{self.calls}.jsonl"
+        path = self.folder / f"call{self.calls}.jsonl"
+        sink = JSONLSink(path)
+        with Tracer([sink]).activate():
+            live = await getattr(self.inner, method)(requests)
+        sink.close()
+        served = await getattr(ReplayBackend(path), method)(requests)
+        assert served == live
+        return list(served)
 
     async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
-        from backends.replay import ReplayBackend
-
-        path = self._recording()
-        sink = JSONLSink(path)
-        with Tracer([sink]).activate():
-            live = await self.inner.generate(requests)
-        sink.close()
-        served = await ReplayBackend(path).generate(requests)
-        assert served == live
-        return served
+        return await self._through_recording("generate", requests)
 
     async def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        from backends.replay import ReplayBackend
-
-        path = self._recording()
-        sink = JSONLSink(path)
-        with Tracer([sink]).activate():
-            live = await self.inner.score(requests)
-        sink.close()
-        served = await ReplayBackend(path).score(requests)
-        assert served == live
-        return served
+        return await self._through_recording("score", requests)
 
     def count_tokens(self, text_or_messages: Any) -> int:
         return int(self.inner.count_tokens(text_or_messages))

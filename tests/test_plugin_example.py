@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from installs import pip_install_target
 
 from backends import known_schemes
 
@@ -36,26 +37,7 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "*.pyc"),
     )
     site = root / "site"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
+    pip_install_target(src, site)
     eps = list(site.glob("agentic_echo_backend-0.1.0.dist-info/entry_points.txt"))
     assert eps, sorted(p.name for p in site.iterdir())
     assert "echo = agentic_echo_backend:from_uri" in eps[0].read_text()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from installs import pip_install_target
 
 from agentic.core import ConfigError, GenerateRequest, Generation
 from backends import BaseBackend, known_schemes, load_backend, register_backend, registry
@@ -183,26 +184,7 @@ def test_entry_point_plugin_is_discovered(tmp_path: Path) -> None:
     (pkg / "agentic_echo_plugin" / "__init__.py").write_text(_PLUGIN, encoding="utf-8")
     site = tmp_path / "site"
 
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            str(pkg),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
+    pip_install_target(pkg, site)
     assert list(site.glob("agentic_echo_plugin*.dist-info/entry_points.txt"))
 
     # the scheme is unknown to this process (the plugin is not on its path)
