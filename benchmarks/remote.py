@@ -33,10 +33,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from servers import MODEL, start_llamacpp  # noqa: E402
+from servers import MODEL, start_llamacpp
 
-from agentic.core import GenerateRequest  # noqa: E402
-from backends.openai_backend import OpenAIBackend  # noqa: E402
+from agentic.core import GenerateRequest
+from backends.openai_backend import OpenAIBackend
 
 
 def prompts(n: int) -> list[str]:
