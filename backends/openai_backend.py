@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from agentic.core import (
     ConfigError,
@@ -42,6 +42,9 @@ from backends.http_client import RetryingClient
 from backends.prompts import render_text
 
 Server = Literal["vllm", "llama.cpp", "openai"]
+
+# how `GET /models` tells the servers apart
+_OWNERS: dict[str, Server] = {"vllm": "vllm", "me": "llama.cpp", "llamacpp": "llama.cpp"}
 
 # vLLM writes tokens as "token_id:123" when asked, which is how ids survive the JSON
 _ID_PREFIX = "token_id:"
@@ -116,6 +119,8 @@ class OpenAIBackend(BaseBackend):
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if server is not None and server not in get_args(Server):
+            raise ConfigError(f"server must be one of {get_args(Server)}, got {server!r}")
         self.http = RetryingClient(
             base_url,
             api_key=api_key if api_key is not None else os.environ.get(api_key_env) or None,
@@ -156,14 +161,7 @@ class OpenAIBackend(BaseBackend):
             model = str(data[0]["id"])
         if server is None:
             entry = next((d for d in data if d.get("id") == model), data[0] if data else {})
-            owner = str(entry.get("owned_by", ""))
-            server = (
-                "vllm"
-                if owner == "vllm"
-                else "llama.cpp"
-                if owner in ("me", "llamacpp")
-                else "openai"
-            )
+            server = _OWNERS.get(str(entry.get("owned_by", "")), "openai")
         return model, server
 
     @staticmethod

@@ -78,8 +78,8 @@ def test_bad_uris_are_named(uri: str, field: str) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("max_concurrency", 0), ("read_timeout", -1.0), ("max_retries", -1)],
+    [("max_concurrency", 0), ("read_timeout", -1.0), ("max_retries", -1), ("server", "tgi")],
 )
 def test_bad_options_are_named(option: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=option):
-        OpenAIBackend("http://127.0.0.1:9/v1", "m", server="openai", **{option: value})
+        OpenAIBackend("http://127.0.0.1:9/v1", "m", **{"server": "openai", option: value})
