@@ -19,6 +19,7 @@ import email.utils
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -133,11 +134,7 @@ class RetryingClient:
             self._loop = loop
         return self._client, self._gate
 
-    async def _once(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
-        client, gate = self._bound()
-        # the gate covers the request only: a request waiting out its backoff holds no slot
-        async with gate:
-            resp = await client.request(method, url, json=body)
+    def _check(self, resp: httpx.Response, url: str) -> None:
         if resp.status_code == 429 or resp.status_code >= 500:
             raise _Transient(
                 resp.status_code,
@@ -149,6 +146,13 @@ class RetryingClient:
                 f"{url} refused the request: HTTP {resp.status_code}: "
                 f"{self.redact(resp.text)[:500]}"
             )
+
+    async def _once(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
+        client, gate = self._bound()
+        # the gate covers the request only: a request waiting out its backoff holds no slot
+        async with gate:
+            resp = await client.request(method, url, json=body)
+        self._check(resp, url)
         try:
             return resp.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -177,26 +181,75 @@ class RetryingClient:
 
         return note
 
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        url = self.url(path)
-        retrying = AsyncRetrying(
+    def _retrying(self, url: str) -> AsyncRetrying:
+        return AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
             retry=retry_if_exception_type(_RETRYABLE),
             before_sleep=self._before_sleep(url),
             reraise=True,
         )
+
+    def _unavailable(self, url: str, e: Exception) -> BackendUnavailable:
+        last = f"HTTP {e.status}" if isinstance(e, _Transient) else type(e).__name__
+        return BackendUnavailable(
+            f"{url}: no answer after {self.max_retries + 1} attempts; "
+            f"last: {last} ({self.redact(str(e))[:200]})"
+        )
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = self.url(path)
         try:
-            async for attempt in retrying:
+            async for attempt in self._retrying(url):
                 with attempt:
                     return await self._once(method, url, body)
         except _RETRYABLE as e:
-            last = f"HTTP {e.status}" if isinstance(e, _Transient) else type(e).__name__
-            raise BackendUnavailable(
-                f"{url}: no answer after {self.max_retries + 1} attempts; "
-                f"last: {last} ({self.redact(str(e))[:200]})"
-            ) from None
+            raise self._unavailable(url, e) from None
         raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def _open_stream(
+        self, url: str, body: dict[str, Any]
+    ) -> tuple[httpx.Response, asyncio.Semaphore]:
+        client, gate = self._bound()
+        await gate.acquire()  # held until the stream is closed
+        try:
+            resp = await client.send(client.build_request("POST", url, json=body), stream=True)
+            if resp.status_code >= 400:
+                await resp.aread()
+                await resp.aclose()
+                self._check(resp, url)
+        except BaseException:
+            gate.release()
+            raise
+        return resp, gate
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The JSON events of a server-sent-events response. Opening the stream is retried like
+        `request`; once events flow, a broken stream raises `BackendUnavailable` (what was
+        already yielded stays with the caller)."""
+        url = self.url(path)
+        try:
+            async for attempt in self._retrying(url):
+                with attempt:
+                    resp, gate = await self._open_stream(url, body)
+        except _RETRYABLE as e:
+            raise self._unavailable(url, e) from None
+        try:
+            async for line in resp.aiter_lines():
+                data = line.removeprefix("data:").strip()
+                if not line.startswith("data:") or not data:
+                    continue
+                if data == "[DONE]":
+                    return
+                yield json.loads(data)
+            raise BackendUnavailable(f"{url}: the stream broke: it ended before [DONE]")
+        except (httpx.TransportError, json.JSONDecodeError) as e:
+            raise BackendUnavailable(
+                f"{url}: the stream broke: {type(e).__name__}: {self.redact(str(e))[:200]}"
+            ) from None
+        finally:
+            await resp.aclose()
+            gate.release()
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         return await self.request("POST", path, body)

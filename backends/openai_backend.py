@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -36,67 +36,22 @@ from agentic.core import (
     ScoreResult,
     TopLogprob,
     Usage,
+    check_budget,
 )
 from backends.base import BaseBackend, Capabilities
 from backends.http_client import RetryingClient
+from backends.openai_wire import (
+    StreamedChoice,
+    chat_logprobs,
+    completion_logprobs,
+    messages_json,
+)
 from backends.prompts import render_text
 
 Server = Literal["vllm", "llama.cpp", "openai"]
 
 # how `GET /models` tells the servers apart
 _OWNERS: dict[str, Server] = {"vllm": "vllm", "me": "llama.cpp", "llamacpp": "llama.cpp"}
-
-# vLLM writes tokens as "token_id:123" when asked, which is how ids survive the JSON
-_ID_PREFIX = "token_id:"
-
-
-def _messages(msgs: Sequence[Message]) -> list[dict[str, Any]]:
-    return [m.model_dump(mode="json", exclude_none=True) for m in msgs]
-
-
-def _token_id(token: str) -> int | None:
-    return int(token[len(_ID_PREFIX) :]) if token.startswith(_ID_PREFIX) else None
-
-
-def _top(token: str, logprob: float) -> TopLogprob:
-    tid = _token_id(token)
-    return TopLogprob(token_id=tid, token=token if tid is None else "", logprob=logprob)
-
-
-class _Parsed:
-    """Token-level data of one choice, from either endpoint's logprobs layout."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.logprobs: list[float] = []
-        self.tops: list[tuple[TopLogprob, ...]] = []
-
-
-def _chat_logprobs(lp: dict[str, Any] | None, k: int) -> _Parsed:
-    out = _Parsed()
-    for item in (lp or {}).get("content") or []:
-        tid = _token_id(item["token"])
-        if tid is not None:
-            out.ids.append(tid)
-        out.logprobs.append(float(item["logprob"]))
-        alts = item.get("top_logprobs") or []
-        out.tops.append(tuple(_top(a["token"], float(a["logprob"])) for a in alts[:k]))
-    return out
-
-
-def _completion_logprobs(lp: dict[str, Any] | None, k: int) -> _Parsed:
-    out = _Parsed()
-    if not lp:
-        return out
-    tops = lp.get("top_logprobs") or []
-    for i, (token, logprob) in enumerate(zip(lp["tokens"], lp["token_logprobs"], strict=True)):
-        tid = _token_id(token)
-        if tid is not None:
-            out.ids.append(tid)
-        out.logprobs.append(float(logprob))
-        alts = sorted((tops[i] or {}).items(), key=lambda kv: -kv[1]) if i < len(tops) else []
-        out.tops.append(tuple(_top(t, float(v)) for t, v in alts[:k]))
-    return out
 
 
 class OpenAIBackend(BaseBackend):
@@ -145,6 +100,7 @@ class OpenAIBackend(BaseBackend):
             prefix=vllm or self.tokenizer is not None,
             score=vllm,
             seed=True,
+            streaming=True,
             max_batch=max_concurrency,
         )
 
@@ -213,7 +169,7 @@ class OpenAIBackend(BaseBackend):
         body = self._sampling(req, n, seed)
         k = req.params.logprobs
         if req.messages is not None and (not req.prefix or self.server == "vllm"):
-            body["messages"] = _messages(req.messages)
+            body["messages"] = messages_json(req.messages)
             if req.prefix:
                 body["messages"].append({"role": "assistant", "content": req.prefix})
                 body["continue_final_message"] = True
@@ -235,10 +191,10 @@ class OpenAIBackend(BaseBackend):
         k = req.params.logprobs
         if chat:
             text = (choice.get("message") or {}).get("content") or ""
-            parsed = _chat_logprobs(choice.get("logprobs"), k or 0)
+            parsed = chat_logprobs(choice.get("logprobs"), k or 0)
         else:
             text = choice.get("text") or ""
-            parsed = _completion_logprobs(choice.get("logprobs"), k or 0)
+            parsed = completion_logprobs(choice.get("logprobs"), k or 0)
         ids = choice.get("token_ids") or parsed.ids
         stop_reason = choice.get("stop_reason")
         return Generation(
@@ -280,6 +236,40 @@ class OpenAIBackend(BaseBackend):
             for j, g in enumerate(gens)
         ]
 
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+        if request.params.n != 1:
+            raise ConfigError(f"stream() takes n=1, got n={request.params.n}")
+        check_budget()
+        path, body = self._route(request, 1, request.params.seed)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        chat = path.startswith("chat")
+        merged = StreamedChoice(chat)
+        t0 = time.monotonic()
+        try:
+            async for event in self.http.stream(path, body):
+                if piece := merged.add(event):
+                    yield piece
+        finally:
+            # an abandoned stream is charged for what it produced, like a finished one
+            gen = self._generation(merged.choice(), chat, request, Usage())
+            u = merged.usage
+            prompt_tokens = int(u.get("prompt_tokens") or 0)
+            if not prompt_tokens and self.tokenizer is not None:
+                # llama.cpp streams no usage: count the prompt as the model saw it
+                prompt_tokens = self.count_tokens(self.render(request))
+            usage = Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=int(u.get("completion_tokens") or 0)
+                or len(gen.token_ids)
+                or merged.pieces,
+                model_calls=1,
+                seconds=time.monotonic() - t0,
+            )
+            self._account(
+                "backend.generate", [request], [[gen.model_copy(update={"usage": usage})]]
+            )
+
     async def _one(self, req: GenerateRequest) -> list[Generation]:
         n, seed = req.params.n, req.params.seed
         gens = await self._call(req, n, seed)
@@ -312,7 +302,7 @@ class OpenAIBackend(BaseBackend):
     async def _score_one(self, req: ScoreRequest) -> ScoreResult:
         if req.messages is not None:
             prompt = await self._tokenize(
-                {"messages": _messages(req.messages), "add_generation_prompt": True}
+                {"messages": messages_json(req.messages), "add_generation_prompt": True}
             )
         else:
             prompt = await self._tokenize({"prompt": req.prompt or "", "add_special_tokens": True})
@@ -371,7 +361,7 @@ class OpenAIBackend(BaseBackend):
         else:
             req = GenerateRequest(messages=tuple(text_or_messages))
             text = self.render(req) if self.tokenizer is not None else ""
-            body = {"messages": _messages(text_or_messages), "add_generation_prompt": True}
+            body = {"messages": messages_json(text_or_messages), "add_generation_prompt": True}
         if self.tokenizer is not None:
             return len(self.tokenizer(text, add_special_tokens=False).input_ids)
         if self.server != "vllm":

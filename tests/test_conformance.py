@@ -234,9 +234,21 @@ async def test_score_agrees_with_generation_or_says_not_supported(conformance_ba
 
 async def test_stream_pieces_add_up_to_the_greedy_answer(conformance_backend: Any) -> None:
     _, backend = conformance_backend
-    r = _chat("Name three colors.", max_tokens=16, temperature=0.0)
+    r = _chat("Name three colors.", max_tokens=16, temperature=0.0, logprobs=1)
     whole = await _one(backend, r)
-    pieces = [p async for p in backend.stream(r)]
+    events: list[Any] = []
+    with Tracer([events.append]).activate():
+        pieces = [p async for p in backend.stream(r)]
     assert pieces and "".join(pieces) == whole.text
     if backend.capabilities.streaming:
         assert len(pieces) > 1  # token by token, not the whole text at the end
+    # the streamed call is recorded (and charged) as the same generation
+    [recorded] = [
+        e for e in events if e.type == "backend.generate" and e.payload["backend"] == backend.name
+    ]
+    g = Generation.model_validate(recorded.payload["results"][0])
+    assert (g.text, g.token_ids, g.finish_reason) == (whole.text, whole.token_ids, "stop")
+    assert g.usage.prompt_tokens == whole.usage.prompt_tokens
+    assert g.usage.completion_tokens == whole.usage.completion_tokens
+    assert g.token_logprobs is not None and whole.token_logprobs is not None
+    assert len(g.token_logprobs) == len(whole.token_logprobs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +84,16 @@ def test_bad_uris_are_named(uri: str, field: str) -> None:
 def test_bad_options_are_named(option: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=option):
         OpenAIBackend("http://127.0.0.1:9/v1", "m", **{"server": "openai", option: value})
+
+
+def test_cli_runs_and_replays_against_a_server(llamacpp_server: Any, tmp_path: Path) -> None:
+    from test_cli import agentic
+
+    uri = llamacpp_server.uri
+    run = agentic("run", "--n", "4", "--backend", uri, "--record", "r.jsonl", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "4 done, 0 not run" in run.stdout
+    # the recording of a remote run replays with no server at all
+    rep = agentic("replay", "r.jsonl", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "identical" in rep.stdout

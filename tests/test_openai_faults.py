@@ -319,3 +319,34 @@ async def test_api_key_never_reaches_traces_or_errors(
         assert "sk-env-KEY" not in repr(from_env) + repr(from_env.http)
     finally:
         await from_env.aclose()
+
+
+@pytest.mark.parametrize("kind", ["503", "reset"])
+async def test_stream_retries_until_it_opens(llamacpp_server: Any, kind: str) -> None:
+    proxy = _OneFault(llamacpp_server.url.removesuffix("/v1"), rate=1.0, kinds=(kind,))
+    await proxy.start()
+    backend = OpenAIBackend(
+        proxy.url + "/v1", MODEL, server="llama.cpp", max_retries=3, backoff=0.01
+    )
+    events: list[Event] = []
+    try:
+        with Tracer([events.append]).activate():
+            pieces = [p async for p in backend.stream(_request(1))]
+    finally:
+        await backend.aclose()
+        await proxy.stop()
+    assert proxy.counts == {kind: 1, "forwarded": 1}
+    assert "".join(pieces)
+    assert [e.type for e in events] == ["backend.retry", "backend.generate"]
+
+
+async def test_a_stream_cut_mid_way_is_a_clear_error(llamacpp_server: Any) -> None:
+    # a truncated body ends the event stream inside a JSON object
+    async with _proxied(llamacpp_server, dict(rate=1.0, kinds=("truncated",)), max_retries=0) as (
+        _,
+        backend,
+    ):
+        req = GenerateRequest(prompt="Count: 1, 2,", params={"max_tokens": 24, "temperature": 0})
+        with pytest.raises(BackendUnavailable, match="the stream broke"):
+            async for _ in backend.stream(req):
+                pass

@@ -1,0 +1,117 @@
+"""The OpenAI wire format's answers, parsed into agentic's token-level data.
+
+Chat and completion endpoints lay logprobs out differently (a list of token records vs. parallel
+lists), and a streamed answer arrives in chunks; these helpers turn each into the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agentic.core import Message, TopLogprob
+
+
+def messages_json(msgs: Sequence[Message]) -> list[dict[str, Any]]:
+    return [m.model_dump(mode="json", exclude_none=True) for m in msgs]
+
+
+# vLLM writes tokens as "token_id:123" when asked, which is how ids survive the JSON
+_ID_PREFIX = "token_id:"
+
+
+def _token_id(token: str) -> int | None:
+    return int(token[len(_ID_PREFIX) :]) if token.startswith(_ID_PREFIX) else None
+
+
+def _top(token: str, logprob: float) -> TopLogprob:
+    tid = _token_id(token)
+    return TopLogprob(token_id=tid, token=token if tid is None else "", logprob=logprob)
+
+
+class Parsed:
+    """Token-level data of one choice, from either endpoint's logprobs layout."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.tops: list[tuple[TopLogprob, ...]] = []
+
+
+def chat_logprobs(lp: dict[str, Any] | None, k: int) -> Parsed:
+    out = Parsed()
+    for item in (lp or {}).get("content") or []:
+        tid = _token_id(item["token"])
+        if tid is not None:
+            out.ids.append(tid)
+        out.logprobs.append(float(item["logprob"]))
+        alts = item.get("top_logprobs") or []
+        out.tops.append(tuple(_top(a["token"], float(a["logprob"])) for a in alts[:k]))
+    return out
+
+
+def completion_logprobs(lp: dict[str, Any] | None, k: int) -> Parsed:
+    out = Parsed()
+    if not lp:
+        return out
+    tops = lp.get("top_logprobs") or []
+    for i, (token, logprob) in enumerate(zip(lp["tokens"], lp["token_logprobs"], strict=True)):
+        tid = _token_id(token)
+        if tid is not None:
+            out.ids.append(tid)
+        out.logprobs.append(float(logprob))
+        alts = sorted((tops[i] or {}).items(), key=lambda kv: -kv[1]) if i < len(tops) else []
+        out.tops.append(tuple(_top(t, float(v)) for t, v in alts[:k]))
+    return out
+
+
+class StreamedChoice:
+    """One choice assembled from streamed chunks, in the layout of a non-streamed answer."""
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.text = ""
+        self.pieces = 0
+        self.ids: list[int] = []
+        self.chat_logprobs: list[Any] = []
+        self.completion_logprobs: dict[str, list[Any]] = {
+            "tokens": [],
+            "token_logprobs": [],
+            "top_logprobs": [],
+        }
+        self.last: dict[str, Any] = {}
+        self.usage: dict[str, Any] = {}
+
+    def add(self, event: dict[str, Any]) -> str:
+        self.usage = event.get("usage") or self.usage
+        piece = ""
+        for c in event.get("choices") or []:
+            piece += ((c.get("delta") or {}).get("content") if self.chat else c.get("text")) or ""
+            self.ids += c.get("token_ids") or []
+            lp = c.get("logprobs") or {}
+            if self.chat:
+                self.chat_logprobs += lp.get("content") or []
+            else:
+                for key, items in self.completion_logprobs.items():
+                    items += lp.get(key) or []
+            if c.get("finish_reason"):
+                self.last = c
+        self.text += piece
+        self.pieces += bool(piece)
+        return piece
+
+    def choice(self) -> dict[str, Any]:
+        has_lp = bool(self.chat_logprobs or self.completion_logprobs["tokens"])
+        logprobs: Any = None
+        if has_lp:
+            logprobs = (
+                {"content": self.chat_logprobs} if self.chat else dict(self.completion_logprobs)
+            )
+        return {
+            "message": {"content": self.text},
+            "text": self.text,
+            "logprobs": logprobs,
+            "token_ids": self.ids,
+            "finish_reason": self.last.get("finish_reason", "length"),
+            "stop_reason": self.last.get("stop_reason"),
+        }
