@@ -262,6 +262,7 @@ class OpenAIBackend(BaseBackend):
                 prompt_tokens=prompt_tokens,
                 completion_tokens=int(u.get("completion_tokens") or 0)
                 or len(gen.token_ids)
+                or len(gen.token_logprobs or ())
                 or merged.pieces,
                 model_calls=1,
                 seconds=time.monotonic() - t0,
