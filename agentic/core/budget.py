@@ -61,6 +61,16 @@ class Budget:
         limits = {k: v for k, v in vars(self).items() if k.startswith("max_") and v is not None}
         return f"Budget({limits}, spent={self.spent})"
 
+    def fresh(self) -> Budget:
+        """A new, unspent budget with the same limits (one per task, say)."""
+        return Budget(
+            max_tokens=self.max_tokens,
+            max_model_calls=self.max_model_calls,
+            max_reward_calls=self.max_reward_calls,
+            max_seconds=self.max_seconds,
+            max_cost_usd=self.max_cost_usd,
+        )
+
     @staticmethod
     def current() -> Budget | None:
         return _current.get()

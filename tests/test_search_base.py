@@ -1,0 +1,117 @@
+"""Step-wise generation, the search tree, rewards and best-of-N on scripted parts."""
+
+from __future__ import annotations
+
+import pytest
+from scripted import ScriptedBackend, ScriptedReward
+
+from agentic.core import Budget, ConfigError, Task, Tracer
+from search.base import StepGenerator, best_so_far
+from search.best_of_n import BestOfN, final_answer
+from search.rewards import aggregate
+
+TASK = Task(id="t", input="What is 2+2?")
+
+
+def two_steps_then_answer(prefix: str, j: int) -> tuple[str, bool]:
+    depth = prefix.count("\n\n")
+    if depth < 2:
+        return f"step{depth}.{j % 3}\n\n", False
+    return f"answer {j % 3}", True
+
+
+async def test_extend_batches_live_parents_and_never_extends_finished_ones() -> None:
+    backend = ScriptedBackend(two_steps_then_answer)
+    steps = StepGenerator(backend, max_steps=8)
+    from search.base import SearchTree
+
+    tree = SearchTree()
+    [kids] = await steps.extend(TASK, None, tree, [tree.root()], n=3)
+    assert [k.steps for k in kids] == [("step0.0\n\n",), ("step0.1\n\n",), ("step0.2\n\n",)]
+    assert len(backend.requests) == 1  # one batched call
+    grand = await steps.extend(TASK, None, tree, kids, n=1)
+    assert len(backend.requests) == 4  # one request per live parent, in one generate call
+    finals = await steps.extend(TASK, None, tree, [g for [g] in grand], n=1)
+    assert all(f.done for [f] in finals)
+    assert finals[0][0].text == "step0.0\n\nstep1.0\n\nanswer 0"
+    before = len(backend.requests)
+    again = await steps.extend(TASK, None, tree, [f for [f] in finals], n=2)
+    assert again == [[], [], []] and len(backend.requests) == before
+    assert tree.graph.number_of_nodes() == 1 + 3 + 3 + 3
+    assert all(tree.graph.in_degree(n) == 1 for n in tree.graph if n != 0)
+
+
+async def test_max_steps_finishes_a_solution() -> None:
+    steps = StepGenerator(ScriptedBackend(lambda p, j: ("more\n\n", False)), max_steps=2)
+    from search.base import SearchTree
+
+    tree = SearchTree()
+    [[a]] = await steps.extend(TASK, None, tree, [tree.root()])
+    [[b]] = await steps.extend(TASK, None, tree, [a])
+    assert not a.done and b.done
+
+
+def test_aggregations() -> None:
+    s = [0.5, 0.25, 1.0]
+    assert aggregate(s, "last") == 1.0
+    assert aggregate(s, "min") == 0.25
+    assert aggregate(s, "prod") == 0.125
+    assert aggregate(s, "mean") == pytest.approx(0.5833333)
+    with pytest.raises(ConfigError, match="aggregation"):
+        aggregate(s, "max")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"n": 0}, "n"), ({"select": "vote"}, "select"), ({"aggregation": "sum"}, "aggregation")],
+)
+def test_best_of_n_bad_input(kwargs: dict[str, object], field: str) -> None:
+    steps = StepGenerator(ScriptedBackend(two_steps_then_answer))
+    with pytest.raises(ConfigError, match=field):
+        BestOfN(steps, ScriptedReward(lambda t: 0.0), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_best_of_n_picks_the_best_and_majority_can_differ() -> None:
+    answers = {0: "answer 7", 1: "answer 7", 2: "answer 9"}
+    backend = ScriptedBackend(lambda p, j: (answers[j % 3], True))
+    score = {"answer 7": 0.4, "answer 9": 0.7}
+    reward = ScriptedReward(lambda t: score[t], kind="outcome")
+    steps = StepGenerator(backend)
+    best = await BestOfN(steps, reward, n=3, seed=0).search(TASK)
+    assert best.answer == "answer 9" and best.score == 0.7
+    vote = await BestOfN(steps, reward, n=3, seed=0, select="weighted_majority").search(TASK)
+    assert vote.answer == "answer 7"  # 0.4 + 0.4 outweighs 0.7
+    assert best.usage.reward_calls == 3 and best.usage.model_calls == 1
+    assert best.tree.graph.number_of_nodes() == 4
+
+
+async def test_budget_stops_the_search_with_best_so_far_and_events() -> None:
+    backend = ScriptedBackend(two_steps_then_answer)
+    reward = ScriptedReward(lambda t: len(t) / 100)
+    algo = BestOfN(StepGenerator(backend), reward, n=4, budget=Budget(max_model_calls=0))
+    events: list[object] = []
+    with Tracer([events.append]).activate():
+        result = await algo.search(TASK)
+    assert result.stopped and "model_calls" in result.stopped
+    assert result.answer == "" and result.usage.model_calls == 0
+    assert [e.type for e in events] == ["search.result"]  # type: ignore[attr-defined]
+    outcome = await algo(TASK)
+    assert outcome.task_id == "t" and outcome.output == ""
+
+
+def test_final_answer() -> None:
+    assert final_answer("so 3 + 4 = 7\n\n<answer>7</answer>") == "7"
+    assert final_answer("3 + 4 = 7.") == "7"
+    assert final_answer("seven\n") == "seven"
+
+
+def test_best_so_far_prefers_finished_then_score() -> None:
+    from agentic.core import Usage
+    from search.base import SearchTree
+
+    tree = SearchTree()
+    a = tree.add(tree.root(), "partial\n\n", False, Usage())
+    b = tree.add(tree.root(), "done", True, Usage())
+    tree.score(a, 0.9)
+    tree.score(b, 0.1)
+    assert best_so_far(tree)[:2] == ("done", 0.1)
