@@ -367,8 +367,18 @@ def trace_show(
     path: Annotated[Path, typer.Argument(help="A JSONL trace.")],
     type_: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many events.")] = 200,
+    tree: Annotated[
+        bool, typer.Option("--tree", help="Draw the search trees the trace holds instead.")
+    ] = False,
 ) -> None:
-    """Print the events of a trace as a table."""
+    """Print the events of a trace as a table, or its search trees with --tree."""
+    if tree:
+        trees = _search_trees(list(read_events(path)))
+        if not trees:
+            raise ConfigError(f"{path} holds no search.node events: no search ran in it")
+        for t in trees[:limit]:
+            out.print(t)
+        return
     events = [e for e in read_events(path) if type_ is None or e.type == type_]
     t0 = events[0].ts if events else 0.0
     table = Table(title=f"{path} ({len(events)} events)")
@@ -386,6 +396,36 @@ def trace_show(
     out.print(table)
     if len(events) > limit:
         out.print(f"... {len(events) - limit} more (use --limit)")
+
+
+def _search_trees(events: list[Any]) -> list[Any]:
+    """One rich Tree per search (the events of one search share the span they ran in)."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    searches: dict[str, dict[int, dict[str, Any]]] = {}
+    for e in events:
+        if e.type == "search.node":
+            nodes = searches.setdefault(e.parent_id or "", {0: {"step": "", "kids": []}})
+            nodes[e.payload["node"]] = {**e.payload, "kids": []}
+            nodes[e.payload["parent"]]["kids"].append(e.payload["node"])
+        elif e.type == "search.score" and (e.parent_id or "") in searches:
+            searches[e.parent_id or ""][e.payload["node"]]["score"] = e.payload["score"]
+    trees = []
+    for span_id, nodes in searches.items():
+        root = Tree(f"search {span_id[:8]} ({len(nodes) - 1} nodes)")
+
+        def grow(branch: Any, node: int, nodes: dict[int, dict[str, Any]] = nodes) -> None:
+            for kid in nodes[node]["kids"]:
+                d = nodes[kid]
+                score = f" [cyan]{d['score']:.3f}[/]" if d.get("score") is not None else ""
+                done = " [green]done[/]" if d.get("done") else ""
+                label = escape(repr(d["step"][:60]))
+                grow(branch.add(f"#{kid}{score}{done} {label}"), kid)
+
+        grow(root, 0)
+        trees.append(root)
+    return trees
 
 
 def _explain(e: ValidationError) -> str:

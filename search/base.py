@@ -36,6 +36,7 @@ from agentic.core import (
     Task,
     Usage,
     emit,
+    span,
 )
 from backends import Backend
 
@@ -219,7 +220,7 @@ class SearchController(ABC):
 
     async def search(self, task: Task, ctx: Context | None = None) -> SearchResult:
         tree = SearchTree()
-        with self.budget.fresh() as meter:
+        with span("search", algorithm=type(self).__name__), self.budget.fresh() as meter:
             try:
                 answer, score, finished = await self._search(task, ctx, tree)
                 stopped = None

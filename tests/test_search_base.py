@@ -94,7 +94,7 @@ async def test_budget_stops_the_search_with_best_so_far_and_events() -> None:
         result = await algo.search(TASK)
     assert result.stopped and "model_calls" in result.stopped
     assert result.answer == "" and result.usage.model_calls == 0
-    assert [e.type for e in events] == ["search.result"]  # type: ignore[attr-defined]
+    assert [e.type for e in events] == ["search", "search.result"]  # type: ignore[attr-defined]
     outcome = await algo(TASK)
     assert outcome.task_id == "t" and outcome.output == ""
 
@@ -115,3 +115,31 @@ def test_best_so_far_prefers_finished_then_score() -> None:
     tree.score(a, 0.9)
     tree.score(b, 0.1)
     assert best_so_far(tree)[:2] == ("done", 0.1)
+
+
+async def test_trace_show_tree_draws_each_search(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from agentic.cli import app
+    from agentic.core import JSONLSink, span
+
+    path = Path(str(tmp_path)) / "trace.jsonl"
+    sink = JSONLSink(path)
+    steps = StepGenerator(ScriptedBackend(two_steps_then_answer))
+    reward = ScriptedReward(lambda t: 0.5)
+    with Tracer([sink]).activate():
+        for task_id in ("a", "b"):
+            with span("task", task_id=task_id):
+                await BestOfN(steps, reward, n=2).search(TASK)
+    sink.close()
+    res = CliRunner().invoke(app, ["trace", "show", str(path), "--tree"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("search ") == 2
+    assert res.output.count("(2 nodes)") == 2
+    assert "0.500" in res.output and "done" in res.output
+    empty = tmp_path / "empty.jsonl"  # type: ignore[operator]
+    empty.write_text("")
+    res = CliRunner().invoke(app, ["trace", "show", str(empty), "--tree"])
+    assert res.exit_code != 0
