@@ -249,10 +249,23 @@ def run(
     budget_seconds: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print events.")] = False,
+    controller: Annotated[
+        str, typer.Option(help="direct, or a search: bon, beam, pf, epf, astar.")
+    ] = "direct",
+    samples: Annotated[int, typer.Option(help="Search: N samples / beams / particles.")] = 8,
+    width: Annotated[int, typer.Option(help="Beam search: beams kept.")] = 2,
+    k: Annotated[int, typer.Option(help="A*: continuations per expansion.")] = 4,
+    tokens_per_step: Annotated[int, typer.Option(help="Search: tokens per step at most.")] = 48,
+    max_steps: Annotated[int, typer.Option(help="Search: steps per answer at most.")] = 4,
+    temperature: Annotated[float, typer.Option(help="Search: sampling temperature.")] = 0.7,
+    reward: Annotated[
+        str, typer.Option(help="Search: judge (LLM judge on the backend) or checker (oracle).")
+    ] = "judge",
 ) -> None:
-    """Solve a task suite with plain greedy answering and print accuracy and cost."""
+    """Solve a task suite and print accuracy and cost: plain greedy answering (`direct`) or a
+    test-time search guided by a reward model."""
+    from agentic.build import ControllerSpec, build_controller
     from agentic.suites import load_suite
-    from controllers import Direct
 
     if resume is not None and record is not None and record != resume:
         raise ConfigError(f"--resume appends to {resume}; drop --record {record}")
@@ -260,14 +273,24 @@ def run(
         raise ConfigError(f"{record} exists; pass --overwrite to replace it (or --resume it)")
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    spec = ControllerSpec(
+        type=controller,
+        max_tokens=max_tokens,
+        samples=samples,
+        width=width,
+        k=k,
+        tokens_per_step=tokens_per_step,
+        max_steps=max_steps,
+        temperature=temperature,
+        reward=reward,
+    )
     task_suite = load_suite(suite, n=n, seed=seed, config=_parse_config(config or []))
     budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)
     model = _load(backend)
     run_config = {
         "backend": backend,
         "backend_name": model.name,
-        "controller": {"type": "Direct", "params": params.model_dump(mode="json")},
+        "controller": spec.model_dump(mode="json"),
         "concurrency": concurrency,
     }
     done: list[Outcome] | None = None
@@ -286,7 +309,12 @@ def run(
         try:
             with tracer.activate():
                 return await _solve(
-                    task_suite, Direct(model, params=params), concurrency, budget, run_config, done
+                    task_suite,
+                    build_controller(spec, model, task_suite),
+                    concurrency,
+                    budget,
+                    run_config,
+                    done,
                 )
         finally:
             await model.aclose()
@@ -311,10 +339,10 @@ def replay(
 ) -> None:
     """Re-run a recorded run with no model: every backend call is served from the recording.
     Exits 1 if any outcome differs from the recorded one."""
+    from agentic.build import ControllerSpec, build_controller
     from agentic.runner import run_suite
     from agentic.suites import suite_from_config
     from backends.replay import ReplayBackend
-    from controllers import Direct
 
     events = list(read_events(path))
     start = next((e for e in events if e.type == "run.start"), None)
@@ -329,12 +357,12 @@ def replay(
         )
     }
     model = ReplayBackend(path, backend=cfg.get("backend_name"))
-    params = SamplingParams.model_validate(cfg["controller"]["params"])
+    spec = ControllerSpec.model_validate(cfg["controller"])
     tasks = [t for t in suite.tasks if t.id in recorded]
     result = asyncio.run(
         run_suite(
             suite,
-            Direct(model, params=params),
+            build_controller(spec, model, suite),
             concurrency=cfg.get("concurrency", 16),
             tasks=tasks,
             config=cfg,

@@ -173,14 +173,12 @@ class StepGenerator:
             for i, p in enumerate(live)
         ]
         gens = await self.backend.generate(reqs)
-        children: dict[int, list[Partial]] = {}
-        for p, samples in zip(live, gens, strict=True):
-            kids = []
-            for g in samples:
-                step, done = self._step(p, g)
-                kids.append(tree.add(p, step, done, g.usage))
-            children[p.node] = kids
-        return [children.get(p.node, []) if not p.done else [] for p in parents]
+        # by position, not node id: a resampled population holds the same parent several times
+        grown = iter(
+            [tree.add(p, *self._step(p, g), g.usage) for g in samples]
+            for p, samples in zip(live, gens, strict=True)
+        )
+        return [[] if p.done else next(grown) for p in parents]
 
 
 def usage_of(tree: SearchTree) -> Usage:

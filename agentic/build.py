@@ -1,0 +1,69 @@
+"""Controllers by name, for the CLI and for rebuilding a recorded run.
+
+`ControllerSpec` is everything needed to rebuild a controller; `agentic run` records it in the
+run's `run.start` event, so `agentic replay` and `agentic run --resume` rebuild the very same one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentic.core import Controller, SamplingParams, TaskSuite
+from backends import Backend
+
+ControllerName = Literal["direct", "bon", "beam", "pf", "epf", "astar"]
+
+
+class ControllerSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: ControllerName = "direct"
+    max_tokens: int = Field(default=64, ge=1, description="direct: tokens per answer")
+    samples: int = Field(default=8, ge=1, description="bon/beam/pf/epf: N")
+    width: int = Field(default=2, ge=1, description="beam: beams kept")
+    k: int = Field(default=4, ge=1, description="astar: continuations per expansion")
+    tokens_per_step: int = Field(default=48, ge=1)
+    max_steps: int = Field(default=4, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
+    reward: Literal["judge", "checker"] = "judge"
+    aggregation: Literal["last", "min", "prod", "mean"] = "last"
+    seed: int = 0
+
+
+def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -> Controller:
+    """The controller `spec` names, on `backend`; rewards use the same backend (judge) or the
+    suite's checker (an oracle, for upper bounds)."""
+    from controllers import Direct
+
+    if spec.type == "direct":
+        return Direct(backend, params=SamplingParams(max_tokens=spec.max_tokens, temperature=0.0))
+    from search.astar import AStarDecoding
+    from search.base import StepGenerator
+    from search.beam import BeamSearch
+    from search.best_of_n import BestOfN
+    from search.entropic_pf import EntropicParticleFilter
+    from search.particle_filter import ParticleFilter
+    from search.rewards import CheckerReward, JudgeReward
+
+    steps = StepGenerator(
+        backend,
+        tokens_per_step=spec.tokens_per_step,
+        max_steps=spec.max_steps,
+        temperature=spec.temperature,
+        system_prompt=suite.system_prompt,
+    )
+    reward: Any = CheckerReward(suite) if spec.reward == "checker" else JudgeReward(backend)
+    agg, seed = spec.aggregation, spec.seed
+    if spec.type == "bon":
+        return BestOfN(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
+    if spec.type == "beam":
+        return BeamSearch(
+            steps, reward, n=spec.samples, width=spec.width, aggregation=agg, seed=seed
+        )
+    if spec.type == "pf":
+        return ParticleFilter(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
+    if spec.type == "epf":
+        return EntropicParticleFilter(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
+    return AStarDecoding(steps, reward, k=spec.k, seed=seed)
