@@ -41,6 +41,8 @@ app = typer.Typer(
 )
 trace_app = typer.Typer(help="Inspect recorded traces.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
+plot_app = typer.Typer(help="Plot recorded runs.", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -454,6 +456,29 @@ def _search_trees(events: list[Any]) -> list[Any]:
         grow(root, 0)
         trees.append(root)
     return trees
+
+
+@plot_app.command("budget")
+def plot_budget(
+    recordings: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Recordings made with `agentic run --record`, one point each."),
+    ] = None,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="The image to write (PNG); the points go beside it.")
+    ] = Path("budget.png"),
+    x: Annotated[
+        str, typer.Option(help="Cost axis: completion_tokens, total_tokens or seconds.")
+    ] = "completion_tokens",
+    title: Annotated[str | None, typer.Option(help="Title of the plot.")] = None,
+) -> None:
+    """Accuracy against mean cost per task, one line per controller (points: its sizes)."""
+    from agentic.plot import budget_points
+    from agentic.plot import plot_budget as draw
+
+    points = budget_points(recordings or [], x=x)
+    image = draw(points, out_path, x_name=x, title=title)
+    err.print(f"wrote {image} and {image.with_suffix('.json')} ({len(points)} points)")
 
 
 def _explain(e: ValidationError) -> str:
