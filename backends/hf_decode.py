@@ -19,6 +19,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from agentic.core import SamplingParams, TopLogprob
+from backends.prefix_cache import KV, PrefixCache
 
 
 @dataclass
@@ -44,11 +45,20 @@ class Row:
 class RowDecoder:
     """Holds what the decode loop needs from the tokenizer; one per model."""
 
-    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], pad_id: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        eos_ids: set[int],
+        pad_id: int,
+        prefix_cache_tokens: int = 0,
+    ) -> None:
         self.model = model
         self.tok = tokenizer
         self.eos_ids = eos_ids
         self.pad_id = pad_id
+        self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
+        self.encoded_tokens = 0  # prompt tokens actually run through the model
 
     def decode_text(self, ids: list[int]) -> str:
         return str(self.tok.decode(ids, skip_special_tokens=True))
@@ -122,9 +132,9 @@ class RowDecoder:
         return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
     @torch.inference_mode()
-    def prefill(self, rows: list[Row]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """Encode the rows' prompts: their KV cache, attention mask and next-token logits."""
-        ids, mask, pos = self._left_pad([r.prompt_ids for r in rows])
+    def _encode(self, prompts: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Encode prompts from scratch, left-padded in one forward."""
+        ids, mask, pos = self._left_pad(prompts)
         cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=ids,
@@ -134,7 +144,68 @@ class RowDecoder:
             use_cache=True,
             logits_to_keep=1,
         )
+        self.encoded_tokens += sum(len(p) for p in prompts)
         return cache, mask, out.logits[:, -1, :].float()
+
+    @torch.inference_mode()
+    def _encode_rest(
+        self, prompt: list[int], m: int, kv: KV
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Encode a prompt whose first `m` tokens' keys and values are known."""
+        cache = DynamicCache(config=self.model.config)
+        for layer, (k, v) in enumerate(kv):
+            cache.update(k, v, layer)
+        device = self.model.device
+        out = self.model(
+            input_ids=torch.tensor([prompt[m:]], device=device),
+            attention_mask=torch.ones((1, len(prompt)), dtype=torch.long, device=device),
+            position_ids=torch.arange(m, len(prompt), device=device)[None],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.encoded_tokens += len(prompt) - m
+        mask = torch.ones((1, len(prompt)), dtype=torch.long, device=device)
+        return cache, mask, out.logits[:, -1, :].float()
+
+    @torch.inference_mode()
+    def prefill(self, rows: list[Row]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Encode the rows' prompts: their KV cache, attention mask and next-token logits.
+        Identical prompts (the n samples of a request) are encoded once; with a prefix cache,
+        a prompt that starts like one encoded before encodes only the rest."""
+        unique: dict[tuple[int, ...], int] = {}
+        for r in rows:
+            unique.setdefault(tuple(r.prompt_ids), len(unique))
+        prompts = [list(p) for p in unique]
+        pc = self.prefix_cache
+        found = [pc.longest(p) if pc is not None else (0, None) for p in prompts]
+        cold = [i for i, (m, _) in enumerate(found) if m == 0]
+        parts, order = [], []
+        if cold:
+            parts.append(self._encode([prompts[i] for i in cold]))
+            order += cold
+        for i, (m, kv) in enumerate(found):
+            if m and kv is not None:
+                parts.append(self._encode_rest(prompts[i], m, kv))
+                order.append(i)
+        cache, mask, logits = parts[0]
+        for part in parts[1:]:
+            cache, mask, logits = stack(cache, mask, logits, *part)
+        if pc is not None:
+            layers = [x for x in cache.layers if type(x) is DynamicLayer]
+            if len(layers) == len(cache.layers):
+                width = mask.shape[1]
+                for pos, i in enumerate(order):
+                    pc.add(prompts[i], _row_kv(layers, pos, width - len(prompts[i])))
+            else:  # sliding-window layers keep only a window: nothing reusable to keep
+                self.prefix_cache = None
+        where = {u: pos for pos, u in enumerate(order)}
+        sel = [where[unique[tuple(r.prompt_ids)]] for r in rows]
+        if sel != list(range(len(order))):
+            index = torch.tensor(sel, device=mask.device)
+            cache.batch_select_indices(index)
+            mask, logits = mask[index], logits[index]
+        return cache, mask, logits
 
     def record(self, rows: list[Row], logits: torch.Tensor) -> torch.Tensor:
         """Choose each row's next token, append it with its logprob, alternatives and entropy,
@@ -197,6 +268,38 @@ class RowDecoder:
         return out
 
 
+def _row_kv(layers: list[Any], row: int, start: int) -> KV:
+    """One row's keys and values without its left padding, copied out of the batch."""
+    return [
+        (x.keys[row : row + 1, :, start:].clone(), x.values[row : row + 1, :, start:].clone())
+        for x in layers
+    ]
+
+
+def stack(
+    cache_a: DynamicCache,
+    mask_a: torch.Tensor,
+    logits_a: torch.Tensor,
+    cache_b: DynamicCache,
+    mask_b: torch.Tensor,
+    logits_b: torch.Tensor,
+) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    """Rows of b under rows of a: KV caches and masks left-padded to a common width."""
+    width = max(mask_a.shape[1], mask_b.shape[1])
+    for la, lb in zip(cache_a.layers, cache_b.layers, strict=True):
+        for attr in ("keys", "values"):
+            a, b = getattr(la, attr), getattr(lb, attr)
+            pad_a, pad_b = width - a.shape[2], width - b.shape[2]
+            setattr(la, attr, torch.cat([_pad_left(a, pad_a, 2), _pad_left(b, pad_b, 2)]))
+    mask = torch.cat(
+        [
+            _pad_left(mask_a, width - mask_a.shape[1], 1),
+            _pad_left(mask_b, width - mask_b.shape[1], 1),
+        ]
+    )
+    return cache_a, mask, torch.cat([logits_a, logits_b])
+
+
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     if width == 0:
         return t
@@ -233,19 +336,9 @@ class RunningBatch:
         if self.cache is None or self.mask is None or self.logits is None or not self.rows:
             self.cache, self.mask, self.logits, self.rows = cache, mask, logits, list(rows)
             return
-        width = max(self.mask.shape[1], mask.shape[1])
-        for old, new in zip(self.cache.layers, cache.layers, strict=True):
-            for attr in ("keys", "values"):
-                a, b = getattr(old, attr), getattr(new, attr)
-                pad_a, pad_b = width - a.shape[2], width - b.shape[2]
-                setattr(old, attr, torch.cat([_pad_left(a, pad_a, 2), _pad_left(b, pad_b, 2)]))
-        self.mask = torch.cat(
-            [
-                _pad_left(self.mask, width - self.mask.shape[1], 1),
-                _pad_left(mask, width - mask.shape[1], 1),
-            ]
+        self.cache, self.mask, self.logits = stack(
+            self.cache, self.mask, self.logits, cache, mask, logits
         )
-        self.logits = torch.cat([self.logits, logits])
         self.rows += rows
 
     @torch.inference_mode()

@@ -4,7 +4,10 @@ Many coroutines may call `generate` at once; a scheduler coalesces whatever is q
 batched decode (`hf_decode.RowDecoder`), run in a worker thread so the event loop stays free.
 `await asyncio.gather(*(backend.generate([r]) for r in requests))` is therefore batched without
 the caller doing anything. Requests that arrive while a batch runs join it at the next step
-(continuous batching); rows leave as they finish.
+(continuous batching); rows leave as they finish. Prompts that start like one encoded before
+(a search's growing prefix, siblings, the n samples of a request) encode only what is new
+(`prefix_cache_tokens` bounds the kept keys and values; `decoder.encoded_tokens` counts what was
+encoded).
 """
 
 from __future__ import annotations
@@ -44,10 +47,18 @@ class _Job:
 
 class TransformersBackend(BaseBackend):
     def __init__(
-        self, model: Any, tokenizer: Any, *, name: str = "hf", max_batch: int = 64
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "hf",
+        max_batch: int = 64,
+        prefix_cache_tokens: int = 4096,
     ) -> None:
         if max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        if prefix_cache_tokens < 0:
+            raise ConfigError(f"prefix_cache_tokens must be >= 0, got {prefix_cache_tokens}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -72,7 +83,7 @@ class TransformersBackend(BaseBackend):
             if tokenizer.pad_token_id is not None
             else min(eos_ids, default=0)
         )
-        self.decoder = RowDecoder(model, tokenizer, eos_ids, pad)
+        self.decoder = RowDecoder(model, tokenizer, eos_ids, pad, prefix_cache_tokens)
         self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
         self._pending: deque[_Job] = deque()
         self._wake: asyncio.Event | None = None
