@@ -192,13 +192,10 @@ class RowDecoder:
         for part in parts[1:]:
             cache, mask, logits = stack(cache, mask, logits, *part)
         if pc is not None:
-            layers = [x for x in cache.layers if type(x) is DynamicLayer]
-            if len(layers) == len(cache.layers):
-                width = mask.shape[1]
-                for pos, i in enumerate(order):
-                    pc.add(prompts[i], _row_kv(layers, pos, width - len(prompts[i])))
-            else:  # sliding-window layers keep only a window: nothing reusable to keep
-                self.prefix_cache = None
+            width = mask.shape[1]
+            self._keep(
+                cache, [(pos, prompts[i], width - len(prompts[i])) for pos, i in enumerate(order)]
+            )
         where = {u: pos for pos, u in enumerate(order)}
         sel = [where[unique[tuple(r.prompt_ids)]] for r in rows]
         if sel != list(range(len(order))):
@@ -244,28 +241,75 @@ class RowDecoder:
     def score_rows(
         self, prompts: list[list[int]], conts: list[list[int]], top_k: int
     ) -> list[tuple[list[float], list[tuple[TopLogprob, ...]]]]:
-        """Logprob of each continuation token given everything before it, in one forward."""
-        device = self.model.device
-        ids, mask, pos = self._left_pad([p + c for p, c in zip(prompts, conts, strict=True)])
-        width = ids.shape[1]
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
-        out = []
-        for i, c in enumerate(conts):
-            start = width - len(c) - 1
-            logp = torch.log_softmax(logits[i, start : width - 1], -1)
-            chosen = logp.gather(-1, torch.tensor(c, device=device)[:, None])[:, 0].tolist()
-            tops: list[tuple[TopLogprob, ...]] = []
-            if top_k:
-                t = logp.topk(top_k, -1)
-                for vals, idx in zip(t.values.tolist(), t.indices.tolist(), strict=True):
-                    tops.append(
-                        tuple(
-                            TopLogprob(token_id=j, token=self.tok.decode([j]), logprob=v)
-                            for j, v in zip(idx, vals, strict=True)
-                        )
+        """Logprob of each continuation token given everything before it. Rows whose prompt
+        starts like one encoded before reuse its keys and values; the others share one forward."""
+        pc = self.prefix_cache
+        found = [pc.longest(p) if pc is not None else (0, None) for p in prompts]
+        out: dict[int, tuple[list[float], list[tuple[TopLogprob, ...]]]] = {}
+        cold = [i for i, (m, _) in enumerate(found) if m == 0]
+        if cold:
+            ids, mask, pos = self._left_pad([prompts[i] + conts[i] for i in cold])
+            cache = DynamicCache(config=self.model.config) if pc is not None else None
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache
+            ).logits.float()
+            self.encoded_tokens += sum(len(prompts[i]) + len(conts[i]) for i in cold)
+            width = ids.shape[1]
+            for row, i in enumerate(cold):
+                start = width - len(conts[i]) - 1
+                out[i] = self._continuation(logits[row, start : width - 1], conts[i], top_k)
+            if pc is not None and cache is not None:
+                self._keep(cache, [(row, prompts[i], width - len(prompts[i]) - len(conts[i]))
+                                   for row, i in enumerate(cold)])  # fmt: skip
+        for i, (m, kv) in enumerate(found):
+            if m and kv is not None:
+                full = prompts[i] + conts[i]
+                cache = DynamicCache(config=self.model.config)
+                for layer, (k, v) in enumerate(kv):
+                    cache.update(k, v, layer)
+                device = self.model.device
+                logits = self.model(
+                    input_ids=torch.tensor([full[m:]], device=device),
+                    attention_mask=torch.ones((1, len(full)), dtype=torch.long, device=device),
+                    position_ids=torch.arange(m, len(full), device=device)[None],
+                    past_key_values=cache,
+                ).logits.float()
+                self.encoded_tokens += len(full) - m
+                start = len(prompts[i]) - 1 - m
+                out[i] = self._continuation(
+                    logits[0, start : start + len(conts[i])], conts[i], top_k
+                )
+                self._keep(cache, [(0, prompts[i], 0)])
+        return [out[i] for i in range(len(prompts))]
+
+    def _keep(self, cache: DynamicCache, rows: list[tuple[int, list[int], int]]) -> None:
+        """Put (batch row, prompt, first column) prompts' keys and values in the prefix cache."""
+        pc = self.prefix_cache
+        layers = [x for x in cache.layers if type(x) is DynamicLayer]
+        if pc is None or len(layers) != len(cache.layers):
+            self.prefix_cache = None  # sliding-window layers keep only a window
+            return
+        for row, prompt, start in rows:
+            kv = _row_kv(layers, row, start)
+            pc.add(prompt, [(k[:, :, : len(prompt)], v[:, :, : len(prompt)]) for k, v in kv])
+
+    def _continuation(
+        self, logits: torch.Tensor, cont: list[int], top_k: int
+    ) -> tuple[list[float], list[tuple[TopLogprob, ...]]]:
+        logp = torch.log_softmax(logits, -1)
+        index = torch.tensor(cont, device=logits.device)[:, None]
+        chosen = logp.gather(-1, index)[:, 0].tolist()
+        tops: list[tuple[TopLogprob, ...]] = []
+        if top_k:
+            t = logp.topk(top_k, -1)
+            for vals, idx in zip(t.values.tolist(), t.indices.tolist(), strict=True):
+                tops.append(
+                    tuple(
+                        TopLogprob(token_id=j, token=self.tok.decode([j]), logprob=v)
+                        for j, v in zip(idx, vals, strict=True)
                     )
-            out.append((chosen, tops))
-        return out
+                )
+        return chosen, tops
 
 
 def _row_kv(layers: list[Any], row: int, start: int) -> KV:

@@ -89,8 +89,43 @@ async def test_n_samples_encode_their_prompt_once_and_sample_as_without_reuse(pa
     assert fresh.decoder.encoded_tokens == len(fresh.render(r))  # once, not four times
     [b] = await plain.generate([r])
     assert [g.text for g in a] == [g.text for g in b]
+    await fresh.aclose()
 
 
 def test_negative_bound_is_refused(smollm2: Any) -> None:
     with pytest.raises(ConfigError, match="prefix_cache_tokens"):
         TransformersBackend(smollm2.model, smollm2.tokenizer, prefix_cache_tokens=-1)
+
+
+@pytest.mark.slow
+async def test_scoring_reuses_prefixes_and_gives_the_same_logprobs(pair: Any) -> None:
+    from agentic.core import Message, ScoreRequest
+
+    _, plain = pair
+    reuse = TransformersBackend(plain.model, plain.tokenizer)  # an empty prefix cache
+    question = "Question: what is 6 * 7?\n\nPartial answer:\n6 * 7 = 42"
+    reqs = [
+        ScoreRequest(
+            messages=(Message(role="user", content=question + tail),),
+            continuation=answer,
+            top_logprobs=2,
+        )
+        for tail in ("", "\n\nSo the answer is 42.")
+        for answer in ("Yes", "No")
+    ]
+    before = reuse.decoder.encoded_tokens
+    first = await reuse.score(reqs[:2])
+    cold = reuse.decoder.encoded_tokens - before
+    before = reuse.decoder.encoded_tokens
+    second = await reuse.score(reqs[2:])  # shares the question with the first two
+    warm = reuse.decoder.encoded_tokens - before
+    assert warm < 0.5 * cold, (cold, warm)
+    expected = await plain.score(reqs)
+    for got, want in zip(first + second, expected, strict=True):
+        assert got.token_ids == want.token_ids
+        for x, y in zip(got.token_logprobs, want.token_logprobs, strict=True):
+            assert math.isclose(x, y, abs_tol=1e-4)
+        assert got.top_logprobs is not None and want.top_logprobs is not None
+        assert [t.token_id for t in got.top_logprobs[0]] == [
+            t.token_id for t in want.top_logprobs[0]
+        ]
