@@ -29,6 +29,7 @@ class ControllerSpec(BaseModel):
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
     reward: Literal["judge", "checker"] = "judge"
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
+    lookahead: bool = Field(default=True, description="epf: weigh by a one-step look-ahead")
     seed: int = 0
 
 
@@ -65,5 +66,7 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
     if spec.type == "pf":
         return ParticleFilter(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
     if spec.type == "epf":
-        return EntropicParticleFilter(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
+        return EntropicParticleFilter(
+            steps, reward, n=spec.samples, aggregation=agg, seed=seed, lookahead=spec.lookahead
+        )
     return AStarDecoding(steps, reward, k=spec.k, seed=seed)

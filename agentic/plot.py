@@ -44,7 +44,7 @@ _SHAPE: dict[str, tuple[str, ...]] = {
     "direct": (),
     "bon": _SEARCH,
     "pf": _SEARCH,
-    "epf": _SEARCH,
+    "epf": (*_SEARCH, "lookahead"),
     "beam": _SEARCH,
     "astar": _SEARCH,
 }
