@@ -148,25 +148,33 @@ class RowDecoder:
         return cache, mask, out.logits[:, -1, :].float()
 
     @torch.inference_mode()
-    def _encode_rest(
-        self, prompt: list[int], m: int, kv: KV
-    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """Encode a prompt whose first `m` tokens' keys and values are known."""
+    def _forward_rest(
+        self, ids: list[int], m: int, kv: KV, keep: int
+    ) -> tuple[DynamicCache, torch.Tensor]:
+        """Run `ids[m:]` over the known keys and values of `ids[:m]`: the cache of all of `ids`
+        and the logits of its last `keep` positions."""
         cache = DynamicCache(config=self.model.config)
         for layer, (k, v) in enumerate(kv):
             cache.update(k, v, layer)
         device = self.model.device
         out = self.model(
-            input_ids=torch.tensor([prompt[m:]], device=device),
-            attention_mask=torch.ones((1, len(prompt)), dtype=torch.long, device=device),
-            position_ids=torch.arange(m, len(prompt), device=device)[None],
+            input_ids=torch.tensor([ids[m:]], device=device),
+            attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=device),
+            position_ids=torch.arange(m, len(ids), device=device)[None],
             past_key_values=cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
         )
-        self.encoded_tokens += len(prompt) - m
-        mask = torch.ones((1, len(prompt)), dtype=torch.long, device=device)
-        return cache, mask, out.logits[:, -1, :].float()
+        self.encoded_tokens += len(ids) - m
+        return cache, out.logits[0].float()
+
+    def _encode_rest(
+        self, prompt: list[int], m: int, kv: KV
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Encode a prompt whose first `m` tokens' keys and values are known."""
+        cache, logits = self._forward_rest(prompt, m, kv, keep=1)
+        mask = torch.ones((1, len(prompt)), dtype=torch.long, device=logits.device)
+        return cache, mask, logits[-1:]
 
     @torch.inference_mode()
     def prefill(self, rows: list[Row]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
@@ -264,21 +272,9 @@ class RowDecoder:
         for i, (m, kv) in enumerate(found):
             if m and kv is not None:
                 full = prompts[i] + conts[i]
-                cache = DynamicCache(config=self.model.config)
-                for layer, (k, v) in enumerate(kv):
-                    cache.update(k, v, layer)
-                device = self.model.device
-                logits = self.model(
-                    input_ids=torch.tensor([full[m:]], device=device),
-                    attention_mask=torch.ones((1, len(full)), dtype=torch.long, device=device),
-                    position_ids=torch.arange(m, len(full), device=device)[None],
-                    past_key_values=cache,
-                ).logits.float()
-                self.encoded_tokens += len(full) - m
-                start = len(prompts[i]) - 1 - m
-                out[i] = self._continuation(
-                    logits[0, start : start + len(conts[i])], conts[i], top_k
-                )
+                # logits from the prompt's last token on: they predict the continuation
+                cache, logits = self._forward_rest(full, m, kv, keep=len(conts[i]) + 1)
+                out[i] = self._continuation(logits[: len(conts[i])], conts[i], top_k)
                 self._keep(cache, [(0, prompts[i], 0)])
         return [out[i] for i in range(len(prompts))]
 
