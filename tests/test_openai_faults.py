@@ -137,52 +137,50 @@ async def test_500_requests_through_faults_all_complete_once(
         assert e.payload["wait"] >= 0
 
 
-async def test_all_faults_exhaust_retries_with_a_clear_error(
-    llamacpp_server: Any, tmp_path: Path
-) -> None:
+async def _exhaust(
+    server: Any, path: Path, kind: str, max_retries: int
+) -> tuple[FaultProxy, str, list[Event], list[Event]]:
+    """One request through a proxy that always injects `kind`: the proxy, the error message,
+    the recorded retries and the recorded generations."""
     async with _proxied(
-        llamacpp_server,
-        dict(rate=1.0, kinds=("503",), retry_after=0.001),
-        max_retries=3,
+        server,
+        dict(rate=1.0, kinds=(kind,), retry_after=0.001),
+        max_retries=max_retries,
         backoff=0.001,
         backoff_max=0.01,
     ) as (proxy, backend):
-        with _recording(tmp_path / "run.jsonl") as path:
+        with _recording(path):
             with pytest.raises(BackendUnavailable) as info:
                 await backend.generate([_request(0)])
+    return proxy, str(info.value), _events(path, "backend.retry"), _events(path, "backend.generate")
 
-    message = str(info.value)
+
+async def test_all_faults_exhaust_retries_with_a_clear_error(
+    llamacpp_server: Any, tmp_path: Path
+) -> None:
+    proxy, message, retries, generated = await _exhaust(
+        llamacpp_server, tmp_path / "run.jsonl", "503", max_retries=3
+    )
     assert f"{proxy.url}/v1/completions" in message
     assert "HTTP 503" in message
     assert "4 attempts" in message
     assert proxy.requests == 4
     assert proxy.counts == {"503": 4}
-    retries = _events(path, "backend.retry")
     assert [e.payload["attempt"] for e in retries] == [1, 2, 3]
     assert all(e.payload["status"] == 503 for e in retries)
-    assert _events(path, "backend.generate") == []
+    assert generated == []
 
 
 async def test_resets_exhaust_with_transport_error_named(
     llamacpp_server: Any, tmp_path: Path
 ) -> None:
-    async with _proxied(
-        llamacpp_server,
-        dict(rate=1.0, kinds=("reset",)),
-        max_retries=2,
-        backoff=0.001,
-        backoff_max=0.01,
-    ) as (proxy, backend):
-        with _recording(tmp_path / "run.jsonl") as path:
-            with pytest.raises(BackendUnavailable) as info:
-                await backend.generate([_request(0)])
-
-    message = str(info.value)
+    proxy, message, retries, _ = await _exhaust(
+        llamacpp_server, tmp_path / "run.jsonl", "reset", max_retries=2
+    )
     assert f"{proxy.url}/v1/completions" in message
     assert "3 attempts" in message
     assert any(name in message for name in TRANSPORT_ERRORS), message
     assert proxy.requests == 3
-    retries = _events(path, "backend.retry")
     assert len(retries) == 2
     assert all(e.payload["status"] is None for e in retries)
     assert all(e.payload["error"].startswith(TRANSPORT_ERRORS) for e in retries)
