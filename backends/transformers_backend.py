@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -35,6 +35,13 @@ from agentic.core import (
 from backends.base import BaseBackend, Capabilities
 from backends.hf_decode import Row, RowDecoder, RunningBatch
 from backends.prompts import render_ids
+
+
+class HiddenStates(NamedTuple):
+    """`TransformersBackend.hidden_states`: one row per prompt, and the prompt tokens encoded."""
+
+    states: torch.Tensor
+    prompt_tokens: int
 
 
 @dataclass
@@ -309,6 +316,73 @@ class TransformersBackend(BaseBackend):
             )
             for r, p, c, (lp, tops) in zip(requests, prompts, conts, scored, strict=True)
         ]
+
+    # ---- hidden states -------------------------------------------------------------------
+
+    @property
+    def num_layers(self) -> int:
+        """Decoder layers; `hidden_states` accepts layers in [-(num_layers + 1), num_layers]."""
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return int(cfg.num_hidden_layers)
+
+    def check_layer(self, layer: int) -> None:
+        """Raise `ConfigError` unless `layer` is a valid index into the hidden states."""
+        n = self.num_layers
+        if not -(n + 1) <= layer <= n:
+            raise ConfigError(
+                f"layer must be in [{-(n + 1)}, {n}] for {self.name!r} "
+                f"({n} layers + embeddings), got {layer}"
+            )
+
+    async def hidden_states(
+        self, requests: Sequence[GenerateRequest], layer: int = -1
+    ) -> HiddenStates:
+        """The residual stream at each prompt's last token (chat template and prefix applied, as
+        `generate` would see it), shape (len(requests), hidden size), in float32 on the CPU.
+
+        `layer` indexes transformers' `hidden_states`: 0 is the embeddings, i the output of
+        decoder layer i, -1 the last layer's output (after the final norm). Forwards run in
+        batches of `max_batch`, between the scheduler's decode steps, never during one."""
+        self.check_layer(layer)
+        seqs = [self.render(r) for r in requests]
+        if not seqs:
+            return HiddenStates(torch.zeros((0, self.hidden_size)), 0)
+        self._ensure_worker()
+        assert self._lock is not None
+        parts = []
+        for i in range(0, len(seqs), self.max_batch):
+            async with self._lock:
+                batch = seqs[i : i + self.max_batch]
+                parts.append(await asyncio.to_thread(self._last_hidden, batch, layer))
+        return HiddenStates(torch.cat(parts), sum(len(s) for s in seqs))
+
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return int(cfg.hidden_size)
+
+    def _last_hidden(self, seqs: list[list[int]], layer: int) -> torch.Tensor:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.decoder.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):  # left padding puts every last token in column -1
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
+        # positions count real tokens only, so a prompt's states do not depend on its batch
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self.model.device
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=pos.to(device),
+                output_hidden_states=True,
+                use_cache=False,
+                logits_to_keep=1,  # the vocabulary projection is not needed
+            )
+        return out.hidden_states[layer][:, -1, :].float().cpu()
 
     async def aclose(self) -> None:
         if self._worker is not None:

@@ -117,16 +117,8 @@ class HeadReward:
         layer: int = -1,
         messages: MessagesOf = user_only,
     ) -> None:
-        cfg = backend.model.config
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        self.hidden_size = int(cfg.hidden_size)
-        n = int(cfg.num_hidden_layers)
-        # hidden_states holds the embeddings plus one entry per layer: n + 1 in all
-        if not -(n + 1) <= layer <= n:
-            raise ConfigError(
-                f"layer must be in [{-(n + 1)}, {n}] for {backend.name!r} "
-                f"({n} layers + embeddings), got {layer}"
-            )
+        backend.check_layer(layer)
+        self.hidden_size = backend.hidden_size
         self.backend, self.layer, self.messages = backend, layer, messages
         self.head = (head if head is not None else ProbeHead(self.hidden_size)).eval()
         self.train_losses: list[float] = []
@@ -134,45 +126,14 @@ class HeadReward:
 
     # ---- features ------------------------------------------------------------------------
 
-    def _forward(self, seqs: list[list[int]]) -> torch.Tensor:
-        """Hidden state of each sequence's last token at `layer` (runs in a worker thread)."""
-        model = self.backend.model
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.backend.decoder.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):  # left padding puts every last token in column -1
-            ids[i, width - len(s) :] = torch.tensor(s)
-            mask[i, width - len(s) :] = 1
-        # positions count real tokens only, so a prefix's features do not depend on its batch
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            out = model(
-                input_ids=ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                position_ids=pos.to(model.device),
-                output_hidden_states=True,
-                use_cache=False,
-                logits_to_keep=1,  # the vocabulary projection is not needed
-            )
-        return out.hidden_states[self.layer][:, -1, :].float().cpu()
-
     async def features(
         self, items: Sequence[tuple[Sequence[Message], str]]
     ) -> tuple[torch.Tensor, int]:
         """Features of (messages, prefix) pairs, shape (len(items), hidden), and the number of
-        tokens encoded. Batches of `backend.max_batch`, under the backend's lock, so a forward
-        never interleaves with the scheduler's decode steps on the same model."""
-        seqs = [self.backend.render(GenerateRequest(messages=tuple(m), prefix=p)) for m, p in items]
-        if not seqs:
-            return torch.zeros((0, self.hidden_size)), 0
-        self.backend._ensure_worker()  # creates the lock for the running event loop
-        lock = self.backend._lock
-        assert lock is not None
-        parts, step = [], self.backend.max_batch
-        for i in range(0, len(seqs), step):
-            async with lock:
-                parts.append(await asyncio.to_thread(self._forward, seqs[i : i + step]))
-        return torch.cat(parts), sum(len(s) for s in seqs)
+        tokens encoded."""
+        reqs = [GenerateRequest(messages=tuple(m), prefix=p) for m, p in items]
+        states, tokens = await self.backend.hidden_states(reqs, self.layer)
+        return states, tokens
 
     def predict(self, feats: torch.Tensor) -> list[float]:
         with torch.no_grad():  # sigmoid in float64: float32 rounds to 1.0 from a logit of ~17

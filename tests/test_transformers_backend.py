@@ -407,3 +407,28 @@ async def test_request_arriving_mid_batch_joins_it_and_matches_alone(smollm2: An
     assert order == ["late", "long"]
     assert late_g.token_ids == late_alone.token_ids
     assert long_g.token_ids == long_alone.token_ids
+
+
+async def test_hidden_states_match_the_model_and_run_beside_generation(smollm2: Any) -> None:
+    import torch
+
+    reqs = [GenerateRequest(messages=(Message(role="user", content=p),)) for p in PROMPTS[:3]]
+    alone = smollm2.render(reqs[1])
+    with torch.inference_mode():
+        out = smollm2.model(torch.tensor([alone]), output_hidden_states=True)
+    expect = out.hidden_states[6][0, -1].float()
+    greedy = GenerateRequest(
+        messages=reqs[0].messages, params=SamplingParams(max_tokens=24, temperature=0.0)
+    )
+    [[before]] = await smollm2.generate([greedy])
+    # a forward for hidden states in the middle of a decode must not disturb it
+    gen, states = await asyncio.gather(
+        smollm2.generate([greedy]), smollm2.hidden_states(reqs, layer=6)
+    )
+    assert gen[0][0].token_ids == before.token_ids
+    assert states.states.shape == (3, smollm2.hidden_size)
+    assert states.prompt_tokens == sum(len(smollm2.render(r)) for r in reqs)
+    torch.testing.assert_close(states.states[1], expect, atol=1e-4, rtol=0)
+    for layer in (smollm2.num_layers + 1, -(smollm2.num_layers + 2)):
+        with pytest.raises(ConfigError, match="layer"):
+            await smollm2.hidden_states(reqs, layer=layer)
