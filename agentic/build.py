@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentic.core import Controller, SamplingParams, TaskSuite
+from agentic.core import ConfigError, Controller, SamplingParams, TaskSuite
 from backends import Backend
 
 ControllerName = Literal["direct", "bon", "beam", "pf", "epf", "astar"]
@@ -27,15 +27,18 @@ class ControllerSpec(BaseModel):
     tokens_per_step: int = Field(default=48, ge=1)
     max_steps: int = Field(default=4, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
-    reward: Literal["judge", "checker"] = "judge"
+    reward: Literal["judge", "checker", "head"] = "judge"
+    head: str | None = Field(
+        default=None, description="reward=head: a head saved by HeadReward.save (the .pt file)"
+    )
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
     lookahead: bool = Field(default=True, description="epf: weigh by a one-step look-ahead")
     seed: int = 0
 
 
 def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -> Controller:
-    """The controller `spec` names, on `backend`; rewards use the same backend (judge) or the
-    suite's checker (an oracle, for upper bounds)."""
+    """The controller `spec` names, on `backend`; rewards use the same backend (judge, or a
+    trained head on its hidden states) or the suite's checker (an oracle, for upper bounds)."""
     from controllers import Direct
 
     if spec.type == "direct":
@@ -55,7 +58,13 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
         temperature=spec.temperature,
         system_prompt=suite.system_prompt,
     )
-    reward: Any = CheckerReward(suite) if spec.reward == "checker" else JudgeReward(backend)
+    reward: Any
+    if spec.reward == "checker":
+        reward = CheckerReward(suite)
+    elif spec.reward == "judge":
+        reward = JudgeReward(backend)
+    else:
+        reward = _head_reward(spec, backend, steps)
     agg, seed = spec.aggregation, spec.seed
     if spec.type == "bon":
         return BestOfN(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
@@ -70,3 +79,17 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
             steps, reward, n=spec.samples, aggregation=agg, seed=seed, lookahead=spec.lookahead
         )
     return AStarDecoding(steps, reward, k=spec.k, seed=seed)
+
+
+def _head_reward(spec: ControllerSpec, backend: Backend, steps: Any) -> Any:
+    from backends.transformers_backend import TransformersBackend
+    from search.head_reward import HeadReward
+
+    if spec.head is None:
+        raise ConfigError("reward 'head' needs head= (the path of a saved head, e.g. --head X.pt)")
+    if not isinstance(backend, TransformersBackend):
+        raise ConfigError(
+            f"reward 'head' reads hidden states, which only a local transformers backend "
+            f"(hf:, embedded:) has; {backend.name!r} is a {type(backend).__name__}"
+        )
+    return HeadReward.load(backend, spec.head, messages=steps.messages)

@@ -256,8 +256,15 @@ def run(
     max_steps: Annotated[int, typer.Option(help="Search: steps per answer at most.")] = 4,
     temperature: Annotated[float, typer.Option(help="Search: sampling temperature.")] = 0.7,
     reward: Annotated[
-        str, typer.Option(help="Search: judge (LLM judge on the backend) or checker (oracle).")
+        str,
+        typer.Option(
+            help="Search: judge (LLM judge on the backend), head (a trained head, see --head) "
+            "or checker (oracle)."
+        ),
     ] = "judge",
+    head: Annotated[
+        Path | None, typer.Option(help="--reward head: the saved head (.pt, with its .pt.json).")
+    ] = None,
 ) -> None:
     """Solve a task suite and print accuracy and cost: plain greedy answering (`direct`) or a
     test-time search guided by a reward model."""
@@ -280,6 +287,7 @@ def run(
         max_steps=max_steps,
         temperature=temperature,
         reward=reward,
+        head=str(head) if head is not None else None,
     )
     task_suite = load_suite(suite, n=n, seed=seed, config=_parse_config(config or []))
     budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)

@@ -38,6 +38,8 @@ def test_help_everywhere() -> None:
         (["run", "--config", "novalue"], "KEY=VALUE"),
         (["replay", "missing.jsonl"], "missing.jsonl"),
         (["trace", "show", "missing.jsonl"], "missing.jsonl"),
+        (["run", "--controller", "bon", "--reward", "head"], "needs head="),
+        (["run", "--controller", "bon", "--reward", "head", "--head", "x.pt"], "no saved head"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:
@@ -115,3 +117,17 @@ def test_run_record_replay_and_show(tmp_path: Path) -> None:
     shown = agentic("trace", "show", str(rec), "--type", "task.outcome")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("basic_arithmetic/0/") == 5
+
+
+HEAD = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "head_reward.pt"
+
+
+def test_search_guided_by_a_trained_head(tmp_path: Path) -> None:
+    rec = tmp_path / "head.jsonl"
+    args = ["--controller", "pf", "--samples", "2", "--reward", "head", "--head", str(HEAD)]
+    res = agentic("run", "--n", "2", "--tokens-per-step", "16", *args, "--record", str(rec))
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(ln) for ln in rec.read_text().splitlines()]
+    scores = [e["payload"]["score"] for e in events if e["type"] == "search.score"]
+    assert scores and all(0.0 <= s <= 1.0 for s in scores)
+    assert not any(e["type"] == "backend.score" for e in events)  # no judge: the head scored

@@ -143,3 +143,16 @@ async def test_trace_show_tree_draws_each_search(tmp_path: object) -> None:
     empty.write_text("")
     res = CliRunner().invoke(app, ["trace", "show", str(empty), "--tree"])
     assert res.exit_code != 0
+
+
+def test_a_head_reward_needs_a_path_and_a_local_model() -> None:
+    from agentic.build import ControllerSpec, build_controller
+    from agentic.suites import load_suite
+
+    suite = load_suite("basic_arithmetic", n=1, seed=0)
+    backend = ScriptedBackend(lambda prefix, j: ("1", True))
+    with pytest.raises(ConfigError, match="needs head="):
+        build_controller(ControllerSpec(type="pf", reward="head"), backend, suite)
+    spec = ControllerSpec(type="pf", reward="head", head="h.pt")
+    with pytest.raises(ConfigError, match=r"local transformers backend.*ScriptedBackend"):
+        build_controller(spec, backend, suite)
