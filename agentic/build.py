@@ -24,6 +24,9 @@ class ControllerSpec(BaseModel):
     samples: int = Field(default=8, ge=1, description="bon/beam/pf/epf: N")
     width: int = Field(default=2, ge=1, description="beam: beams kept")
     k: int = Field(default=4, ge=1, description="astar: continuations per expansion")
+    cost: Literal["neglog", "mean_gap"] = Field(
+        default="neglog", description="astar: the g and h ordering the queue"
+    )
     tokens_per_step: int = Field(default=48, ge=1)
     max_steps: int = Field(default=4, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
@@ -78,7 +81,7 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
         return EntropicParticleFilter(
             steps, reward, n=spec.samples, aggregation=agg, seed=seed, lookahead=spec.lookahead
         )
-    return AStarDecoding(steps, reward, k=spec.k, seed=seed)
+    return AStarDecoding(steps, reward, k=spec.k, cost=spec.cost, seed=seed)
 
 
 def _head_reward(spec: ControllerSpec, backend: Backend, steps: Any) -> Any:

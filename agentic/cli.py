@@ -252,6 +252,9 @@ def run(
     samples: Annotated[int, typer.Option(help="Search: N samples / beams / particles.")] = 8,
     width: Annotated[int, typer.Option(help="Beam search: beams kept.")] = 2,
     k: Annotated[int, typer.Option(help="A*: continuations per expansion.")] = 4,
+    astar_cost: Annotated[
+        str, typer.Option(help="A*: neglog (g = -log prod r, h = 0) or mean_gap.")
+    ] = "neglog",
     tokens_per_step: Annotated[int, typer.Option(help="Search: tokens per step at most.")] = 48,
     max_steps: Annotated[int, typer.Option(help="Search: steps per answer at most.")] = 4,
     temperature: Annotated[float, typer.Option(help="Search: sampling temperature.")] = 0.7,
@@ -283,6 +286,7 @@ def run(
         samples=samples,
         width=width,
         k=k,
+        cost=astar_cost,
         tokens_per_step=tokens_per_step,
         max_steps=max_steps,
         temperature=temperature,

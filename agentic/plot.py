@@ -46,7 +46,7 @@ _SHAPE: dict[str, tuple[str, ...]] = {
     "pf": _SEARCH,
     "epf": (*_SEARCH, "lookahead"),
     "beam": _SEARCH,
-    "astar": _SEARCH,
+    "astar": (*_SEARCH, "cost"),
 }
 _SIZE_NAMES = {"samples": "N", "width": "w", "k": "k", "max_tokens": "max_tokens"}
 _NOT_SHAPE = {"type", "seed", "params"}  # for types this module does not know

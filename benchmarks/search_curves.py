@@ -1,15 +1,31 @@
 """Accuracy against generated tokens for every search algorithm, on the embedded SmolLM2-135M.
 
-For each suite configuration and each controller (greedy, best-of-N for several N, beam,
-particle filtering, entropic particle filtering with and without look-ahead, A*), the script
-runs the suite through `run_suite`, records it (`benchmarks/results/search/<suite>/<name>.jsonl`,
-replayable with `agentic replay`), then draws the curves with `agentic.plot` (one PNG and JSON
-per suite) and prints a table.
+For each configuration of `arithmetic_configs.SUITES` (reasoning-gym `basic_arithmetic`, `--tasks`
+tasks each, seed 0) and each controller below, the script runs the suite through `run_suite`
+(16 tasks in flight), records it (`benchmarks/results/search/<reward>/<suite>/<name>.jsonl`,
+replayable with `agentic replay`), then prints a table and writes `summary.json` and one PNG of
+accuracy-vs-tokens curves per suite (`agentic.plot`).
 
-The full benchmark of issue #4 (3 configurations x >= 50 tasks, N up to 16, judge and head
-rewards, the its_hub comparison) takes hours on a 2-core CPU; the defaults are a small run:
+Controllers (all steps end at "\\n\\n" or after 32 tokens, at most 4 steps, temperature 0.7):
+greedy; best-of-N; beam (N=4, width 2); particle filtering (N=4, 8); entropic PF with look-ahead
+(N=4, 8) and without (N=8); A* (k=4) with each of its two costs, neglog and mean_gap (the g/h
+ablation).
 
-    .venv/bin/python benchmarks/search_curves.py [--tasks 10] [--reward judge|checker] [--max-n 4]
+Best-of-N is run once, with N=16 samples per task; BoN@n for n = 1, 2, 4, 8, 16 is read off that
+run by splitting the 16 samples into 16/n disjoint groups of n and averaging over the groups
+(each group is exactly a BoN@n run; averaging lowers the variance). The same samples give the
+oracle: the checker as outcome reward picks a correct sample when a group has one (pass@n). With
+`--reward head`, the judge run's samples (if present) are rescored by the head instead of drawn
+again.
+
+    .venv/bin/python benchmarks/search_curves.py --reward judge [--tasks 50]
+    .venv/bin/python benchmarks/search_curves.py --reward head [--head HEAD.pt]
+
+Controllers run in the order above, each on every suite, so a run cut short still compares the
+first controllers on all tasks. A complete recording is kept and not run again (`--rerun` forces
+it); one cut short is run again. `--controllers` picks a subset (comma-separated names);
+`--summarize` only rebuilds the tables and plots from the recordings already there. The script
+is not named search.py: run as a script, that name would shadow the `search` package.
 """
 
 from __future__ import annotations
@@ -17,90 +33,327 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arithmetic_configs import SUITES
 from rich.console import Console
 from rich.table import Table
 
 from agentic.build import ControllerSpec, build_controller
-from agentic.core import JSONLSink, Tracer
-from agentic.plot import budget_points, plot_budget
+from agentic.core import JSONLSink, Task, TaskSuite, Tracer, read_events
+from agentic.plot import Point, budget_points, plot_budget
 from agentic.runner import run_suite
 from agentic.suites import load_suite
-from backends import load_backend
+from backends import Backend, TransformersBackend, load_backend
+from search.base import StepGenerator
+from search.best_of_n import split_steps
+from search.head_reward import HeadReward
+from search.rewards import rate
 
-SUITES: dict[str, dict[str, Any]] = {
-    "add-1digit": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
-    "add-3terms": {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1},
-    "add-2digit": {"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2},
-}
-
-
-def controllers(max_n: int, reward: str) -> dict[str, ControllerSpec]:
-    common: dict[str, Any] = {"reward": reward, "tokens_per_step": 32, "max_steps": 4}
-    specs = {"greedy": ControllerSpec(type="direct")}
-    n = 1
-    while n <= max_n:
-        specs[f"bon-{n}"] = ControllerSpec(type="bon", samples=n, **common)
-        n *= 2
-    specs["beam"] = ControllerSpec(type="beam", samples=max_n, width=2, **common)
-    specs["pf"] = ControllerSpec(type="pf", samples=max_n, **common)
-    specs["epf"] = ControllerSpec(type="epf", samples=max_n, **common)
-    specs["epf-no-lookahead"] = ControllerSpec(type="epf", samples=max_n, lookahead=False, **common)
-    if reward == "judge":  # A* needs a process reward; the checker only scores whole answers
-        specs["astar"] = ControllerSpec(type="astar", k=max_n, **common)
-    return specs
+RESULTS = Path(__file__).parent / "results" / "search"
+BON_N = 16
 
 
-async def run_one(backend: Any, suite: Any, spec: ControllerSpec, path: Path) -> float:
+def controllers(reward: str, head: str | None) -> dict[str, ControllerSpec]:
+    common: dict[str, Any] = {
+        "reward": reward,
+        "head": head,
+        "tokens_per_step": 32,
+        "max_steps": 4,
+        "temperature": 0.7,
+    }
+    return {
+        "greedy": ControllerSpec(type="direct"),
+        f"bon-{BON_N}": ControllerSpec(type="bon", samples=BON_N, **common),
+        "beam-4": ControllerSpec(type="beam", samples=4, width=2, **common),
+        "pf-4": ControllerSpec(type="pf", samples=4, **common),
+        "pf-8": ControllerSpec(type="pf", samples=8, **common),
+        "epf-4": ControllerSpec(type="epf", samples=4, **common),
+        "epf-8": ControllerSpec(type="epf", samples=8, **common),
+        "epf-8-no-lookahead": ControllerSpec(type="epf", samples=8, lookahead=False, **common),
+        "astar-neglog": ControllerSpec(type="astar", k=4, cost="neglog", **common),
+        "astar-mean_gap": ControllerSpec(type="astar", k=4, cost="mean_gap", **common),
+    }
+
+
+async def run_one(backend: Backend, suite: TaskSuite, spec: ControllerSpec, path: Path) -> None:
     sink = JSONLSink(path)
     config = {"backend": "embedded:smollm2", "controller": spec.model_dump(mode="json")}
     try:
         with Tracer([sink]).activate():
-            result = await run_suite(suite, build_controller(spec, backend, suite), config=config)
+            await run_suite(suite, build_controller(spec, backend, suite), config=config)
     finally:
         sink.close()
-    return result.accuracy
+
+
+# ---- best-of-N read off one run of N = 16 ---------------------------------------------------
+
+
+@dataclass
+class Sample:
+    text: str
+    tokens: int
+    score: float | None
+    correct: bool = False
+
+
+def bon_samples(path: Path) -> dict[str, list[Sample]]:
+    """The samples of each task of a best-of-N recording, in the order they were drawn."""
+    task_of_span: dict[str, str] = {}
+    search_task: dict[str, str] = {}
+    out: dict[str, list[Sample]] = {}
+    node_of: dict[tuple[str, int], Sample] = {}
+    for e in read_events(path):
+        p = e.payload
+        if e.type == "task":
+            task_of_span[e.span_id] = p["task_id"]
+        elif e.type == "search" and e.parent_id in task_of_span:
+            search_task[e.span_id] = task_of_span[e.parent_id]
+        elif e.type == "search.node" and e.parent_id in search_task:
+            tid = search_task[e.parent_id]
+            s = Sample(p["step"], int(p.get("tokens", 0)), None)
+            out.setdefault(tid, []).append(s)
+            node_of[(tid, p["node"])] = s
+        elif e.type == "search.score" and e.parent_id in search_task:
+            node_of[(search_task[e.parent_id], p["node"])].score = p["score"]
+    return out
+
+
+async def bon_points(
+    samples: dict[str, list[Sample]], suite: TaskSuite, path: Path, reward: str
+) -> list[Point]:
+    tasks = {t.id: t for t in suite.tasks}
+    for tid, ss in samples.items():
+        checks = await asyncio.gather(*(suite.check(tasks[tid], s.text) for s in ss))
+        for s, c in zip(ss, checks, strict=True):
+            s.correct = c >= 1.0
+    points = []
+    for label, pick in ((f"bon ({reward})", "score"), ("bon (checker oracle)", "oracle")):
+        n = 1
+        while n <= BON_N:
+            acc, tok = [], []
+            for ss in samples.values():
+                groups = [ss[i : i + n] for i in range(0, len(ss) - n + 1, n)]
+                for g in groups:
+                    if pick == "oracle":
+                        acc.append(float(any(s.correct for s in g)))
+                    else:  # the first of the best-scored, as BestOfN picks
+                        acc.append(float(max(g, key=lambda s: s.score or 0.0).correct))
+                    tok.append(sum(s.tokens for s in g))
+            points.append(
+                Point(
+                    label=label,
+                    note=f"N={n}",
+                    controller={"type": "bon", "samples": n, "reward": reward},
+                    backend="embedded:smollm2",
+                    suite=suite.name,
+                    x=sum(tok) / len(tok),
+                    accuracy=sum(acc) / len(acc),
+                    tasks=len(samples),
+                    file=str(path),
+                )
+            )
+            n *= 2
+    return points
+
+
+async def rescore(samples: dict[str, list[Sample]], suite: TaskSuite, reward: Any) -> None:
+    """Score the samples again with `reward` (the head), as BestOfN would have."""
+    tasks: dict[str, Task] = {t.id: t for t in suite.tasks}
+    for tid, ss in samples.items():
+        split = [tuple(split_steps(s.text, "\n\n")) for s in ss]
+        for s, sc in zip(ss, await rate(reward, tasks[tid], split, "last"), strict=True):
+            s.score = sc
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def summarize_run(path: Path) -> dict[str, float]:
+    """Per-task means of a recording: wall-clock seconds (the whole run, 16 tasks in flight,
+    divided by the tasks), reward calls, model calls, prompt tokens."""
+    events = list(read_events(path))
+    outs = [e.payload["outcome"] for e in events if e.type == "task.outcome"]
+    n = max(1, len(outs))
+    usage = [o.get("usage", {}) for o in outs]
+    return {
+        "seconds": (events[-1].ts - events[0].ts) / n,
+        "reward_calls": sum(u.get("reward_calls", 0) for u in usage) / n,
+        "model_calls": sum(u.get("model_calls", 0) for u in usage) / n,
+        "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usage) / n,
+    }
+
+
+def complete(path: Path) -> bool:
+    """A recording that reached its run.end (an interrupted one is run again)."""
+    return path.exists() and any(e.type == "run.end" for e in read_events(path))
+
+
+async def run_all(args: argparse.Namespace, backend: Backend, console: Console) -> None:
+    """Controller by controller, each on every suite, so that a run cut short still compares
+    the first controllers on all tasks; recordings already complete are kept."""
+    specs = controllers(args.reward, args.head)
+    wanted = args.controllers.split(",") if args.controllers else list(specs)
+    for label in wanted:
+        if label not in specs:
+            raise SystemExit(f"unknown controller {label!r}; choose from {', '.join(specs)}")
+    for label in wanted:
+        for name in args.suites.split(","):
+            path = args.out / args.reward / name / f"{label}.jsonl"
+            judge_bon = args.out / "judge" / name / path.name
+            reuse = label == f"bon-{BON_N}" and args.reward == "head" and complete(judge_bon)
+            if reuse or (complete(path) and not args.rerun):
+                continue
+            suite = load_suite(
+                "basic_arithmetic", n=args.tasks, seed=args.seed, config=SUITES[name]
+            )
+            path.unlink(missing_ok=True)
+            console.print(f"[bold]{label}[/] on {name} ...")
+            await run_one(backend, suite, specs[label], path)
+
+
+async def one_suite(
+    args: argparse.Namespace, name: str, backend: Backend | None, console: Console
+) -> list[dict[str, Any]]:
+    """Rows (controller, size, accuracy, tokens, ...) of one suite from its recordings; draws
+    its curves."""
+    suite = load_suite("basic_arithmetic", n=args.tasks, seed=args.seed, config=SUITES[name])
+    folder = args.out / args.reward / name
+    bon = f"bon-{BON_N}"
+    paths = [folder / f"{label}.jsonl" for label in controllers(args.reward, args.head)]
+    points = budget_points([p for p in paths if p.name != f"{bon}.jsonl" and complete(p)])
+    # name each point by its file, which says more than the settings
+    points = [p.model_copy(update={"label": Path(p.file).stem}) for p in points]
+    bon_from = folder / f"{bon}.jsonl"
+    if args.reward == "head" and not complete(bon_from):
+        bon_from = args.out / "judge" / name / f"{bon}.jsonl"
+    if complete(bon_from):
+        samples = bon_samples(bon_from)
+        if args.reward == "head" and "judge" in bon_from.parts:
+            assert isinstance(backend, TransformersBackend)
+            steps = StepGenerator(backend, system_prompt=suite.system_prompt)
+            await rescore(
+                samples, suite, HeadReward.load(backend, args.head, messages=steps.messages)
+            )
+        points += await bon_points(samples, suite, bon_from, args.reward)
+    if points:
+        plot_budget(points, folder / "curve.png", x_name="completion_tokens", title=name)
+    rows = []
+    for p in points:
+        extra = summarize_run(Path(p.file)) if not p.label.startswith("bon") else {}
+        rows.append(
+            {
+                "controller": p.label,
+                "size": p.note,
+                "tasks": p.tasks,
+                "accuracy": p.accuracy,
+                "tokens": p.x,
+                **extra,
+            }
+        )
+    show(console, f"{name}: reward {args.reward}", rows)
+    return rows
+
+
+def pooled(per_suite: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows over all suites: task-weighted means of the rows every suite has."""
+    keys = [(r["controller"], r["size"]) for r in next(iter(per_suite.values()), [])]
+    out = []
+    for key in keys:
+        rows = [r for rs in per_suite.values() for r in rs if (r["controller"], r["size"]) == key]
+        if len(rows) != len(per_suite):
+            continue
+        n = sum(r["tasks"] for r in rows)
+        merged: dict[str, Any] = {"controller": key[0], "size": key[1], "tasks": n}
+        for col in ("accuracy", "tokens", "seconds", "reward_calls", "model_calls"):
+            if all(col in r for r in rows):
+                merged[col] = sum(r[col] * r["tasks"] for r in rows) / n
+        out.append(merged)
+    return out
+
+
+def show(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=title)
+    cols = ("controller", "size", "tasks", "accuracy", "gen. tokens/task", "s/task", "PRM/task")
+    for col in cols:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["controller"],
+            r["size"],
+            str(r["tasks"]),
+            f"{r['accuracy']:.1%}",
+            f"{r['tokens']:.1f}",
+            f"{r['seconds']:.2f}" if "seconds" in r else "",
+            f"{r['reward_calls']:.1f}" if "reward_calls" in r else "",
+        )
+    console.print(table)
+
+
+def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, checked on this suite's rows."""
+    out: dict[str, Any] = {}
+    bon16 = next(
+        (r for r in rows if r["controller"].startswith("bon (") and r["size"] == "N=16"), None
+    )
+    if bon16:
+        for cost in ("neglog", "mean_gap"):
+            a = next((r for r in rows if r["controller"] == f"astar-{cost}"), None)
+            if a:
+                out[f"astar-{cost} reaches BoN@16 accuracy with <= 1/3 of its tokens"] = bool(
+                    a["accuracy"] >= bon16["accuracy"] and a["tokens"] <= bon16["tokens"] / 3
+                )
+    for n in (4, 8):
+        pf = next((r for r in rows if r["controller"] == f"pf-{n}"), None)
+        epf = next((r for r in rows if r["controller"] == f"epf-{n}"), None)
+        if pf and epf:
+            out[f"epf >= pf at N={n}"] = bool(epf["accuracy"] >= pf["accuracy"])
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    console = Console(width=120)
+    # rescoring best-of-N samples with the head needs the model even when only summarizing
+    need_model = not args.summarize or args.reward == "head"
+    backend = load_backend("embedded:smollm2") if need_model else None
+    if not args.summarize:
+        assert backend is not None
+        await run_all(args, backend, console)
+    per_suite = {
+        name: await one_suite(args, name, backend, console) for name in args.suites.split(",")
+    }
+    everything = pooled(per_suite)
+    show(console, f"all suites: reward {args.reward}", everything)
+    report = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "suites": {
+            name: {"rows": rows, "targets": targets(rows)} for name, rows in per_suite.items()
+        },
+        "all": {"rows": everything, "targets": targets(everything)},
+    }
+    out = args.out / args.reward / "summary.json"
+    out.write_text(json.dumps(report, indent=2))
+    console.print(report["all"]["targets"])
+    console.print(f"wrote {out}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-n", type=int, default=4)
-    ap.add_argument("--reward", choices=["judge", "checker"], default="judge")
+    ap.add_argument("--reward", choices=["judge", "head"], default="judge")
+    ap.add_argument("--head", default=str(RESULTS.parent / "head_reward.pt"), help="the head")
     ap.add_argument("--suites", default=",".join(SUITES))
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "search")
+    ap.add_argument("--controllers", default="", help="comma-separated names; default: all")
+    ap.add_argument("--summarize", action="store_true", help="only tables and plots")
+    ap.add_argument("--rerun", action="store_true", help="run again what is already recorded")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-
-    backend = load_backend("embedded:smollm2")
-    console = Console()
-    summary: dict[str, Any] = {}
-    for name in args.suites.split(","):
-        suite = load_suite("basic_arithmetic", n=args.tasks, seed=args.seed, config=SUITES[name])
-        folder = args.out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for label, spec in controllers(args.max_n, args.reward).items():
-            path = folder / f"{label}.jsonl"
-            path.unlink(missing_ok=True)
-            asyncio.run(run_one(backend, suite, spec, path))
-            paths.append(path)
-        points = budget_points(paths)
-        plot_budget(points, folder / "curve.png", x_name="completion_tokens", title=name)
-        table = Table(title=f"{name}: {args.tasks} tasks, reward {args.reward}")
-        for col in ("controller", "accuracy", "generated tokens / task"):
-            table.add_column(col)
-        for p in points:
-            table.add_row(Path(p.file).stem, f"{p.accuracy:.0%}", f"{p.x:.1f}")
-        console.print(table)
-        summary[name] = [
-            {"controller": Path(p.file).stem, "accuracy": p.accuracy, "tokens": p.x} for p in points
-        ]
-    report = {"args": {k: str(v) for k, v in vars(args).items()}, "suites": summary}
-    (args.out / "summary.json").write_text(json.dumps(report, indent=2))
-    console.print(f"wrote {args.out}")
+    if args.reward != "head":
+        args.head = None
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
 """Train a Math-Shepherd-style process reward head on SmolLM2-135M's hidden states.
 
-Labels come from the policy itself (no annotation): per task, `--samples` solutions are sampled
-step by step (`StepGenerator(tokens_per_step=32, max_steps=3, temperature=0.8)`); every unfinished
-step prefix is rolled out `--rollouts` times to the end and checked with the suite's checker
-(hard label: any rollout correct; soft label: fraction correct); a finished answer is checked
-directly. Tasks are split 80/20 (by task, so no prefix of a held-out task is seen in training);
-the head is fit on the training prefixes' soft labels and reported on both splits: accuracy of
-the thresholded head (p > 0.5) against the hard label (beside the majority-class accuracy),
-ROC AUC against the hard label, and Pearson correlation with the soft label.
+Labels come from the policy itself (no annotation). Tasks are `--tasks` per configuration of
+`arithmetic_configs.SUITES` (the search benchmark's), drawn with seeds the benchmark does not use
+(100, 101, 102). Per task, `--samples` solutions are sampled step by step, with the chat the
+search sees (the suite's system prompt; `tokens_per_step=32, max_steps=4, temperature=0.8`);
+every unfinished step prefix is rolled out `--rollouts` times to the end and checked with the
+suite's checker (hard label: any rollout correct; soft label: fraction correct); a finished
+answer is checked directly. Tasks are split 80/20 (by task, so no prefix of a held-out task is
+seen in training); the head is fit on the training prefixes' soft labels and reported on both
+splits: accuracy of the thresholded head (p > 0.5) against the hard label (beside the
+majority-class accuracy), ROC AUC against the hard label, and Pearson correlation with the soft
+label.
 
-    .venv/bin/python benchmarks/train_head.py [--tasks 24] [--rollouts 4] [--layer -1]
+    .venv/bin/python benchmarks/train_head.py [--tasks 40] [--rollouts 4] [--layer -1]
 
 Prints a table, writes benchmarks/results/train_head.json and saves the head to
 benchmarks/results/head_reward.pt (+ head_reward.pt.json).
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from arithmetic_configs import SUITES
 from rich.console import Console
 from rich.table import Table
 
@@ -90,20 +94,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     backend = load_backend("embedded:smollm2")
     assert isinstance(backend, TransformersBackend)
-    suite = load_suite("basic_arithmetic", n=args.tasks, seed=args.seed)
+    # one suite per configuration, each with its own seed so task ids never collide
+    suites = [
+        load_suite("basic_arithmetic", n=args.tasks, seed=args.seed + i, config=SUITES[name])
+        for i, name in enumerate(args.configs.split(","))
+    ]
     steps = StepGenerator(
         backend,
         tokens_per_step=args.tokens_per_step,
         max_steps=args.max_steps,
         temperature=args.temperature,
+        system_prompt=suites[0].system_prompt,  # as the search benchmark's controllers see it
     )
     t1 = time.monotonic()
-    labels = await collect_labels(
-        backend, suite, steps, rollouts=args.rollouts, samples=args.samples, seed=args.seed
+    per_suite = await asyncio.gather(
+        *(
+            collect_labels(
+                backend, s, steps, rollouts=args.rollouts, samples=args.samples, seed=args.seed
+            )
+            for s in suites
+        )
     )
+    labels = [e for part in per_suite for e in part]
     t2 = time.monotonic()
 
-    ids = [t.id for t in suite.tasks]
+    ids = [t.id for s in suites for t in s.tasks]
     random.Random(args.seed).shuffle(ids)
     cut = max(1, min(len(ids) - 1, round(0.8 * len(ids))))
     train_ids = set(ids[:cut])
@@ -138,7 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "train_head",
         "model": backend.name,
-        "suite": suite.config(),
+        "suites": [s.config() for s in suites],
         "config": vars(args),
         "labels": {
             "prefixes": len(labels),
@@ -165,12 +180,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", type=int, default=24, help="tasks per configuration")
+    p.add_argument("--configs", default=",".join(SUITES), help="of arithmetic_configs.SUITES")
+    p.add_argument("--seed", type=int, default=100, help="not the benchmark's seed (0)")
     p.add_argument("--rollouts", type=int, default=4)
     p.add_argument("--samples", type=int, default=2, help="solutions sampled per task")
     p.add_argument("--tokens-per-step", type=int, default=32)
-    p.add_argument("--max-steps", type=int, default=3)
+    p.add_argument("--max-steps", type=int, default=4)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--layer", type=int, default=-1)
     p.add_argument("--epochs", type=int, default=300)

@@ -74,7 +74,14 @@ class SearchTree:
             child.node, step=step, text=child.text, done=done, score=None, usage=usage
         )
         self.graph.add_edge(parent.node, child.node)
-        emit("search.node", node=child.node, parent=parent.node, step=step, done=done)
+        emit(
+            "search.node",
+            node=child.node,
+            parent=parent.node,
+            step=step,
+            done=done,
+            tokens=usage.completion_tokens,
+        )
         return child
 
     def score(self, p: Partial, value: float) -> None:

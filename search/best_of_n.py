@@ -76,7 +76,7 @@ class BestOfN(SearchController):
         [samples] = await s.backend.generate([request.model_copy(update={"params": params})])
         root = tree.root()
         kids = [tree.add(root, g.text, True, g.usage) for g in samples]
-        split = [tuple(_split(g.text, s.delimiter)) for g in samples]
+        split = [tuple(split_steps(g.text, s.delimiter)) for g in samples]
         scores = await rate(self.reward, task, split, self.aggregation)
         for k, sc in zip(kids, scores, strict=True):
             tree.score(k, sc)
@@ -94,7 +94,7 @@ class BestOfN(SearchController):
         return text, score, finished
 
 
-def _split(text: str, delimiter: str) -> list[str]:
+def split_steps(text: str, delimiter: str) -> list[str]:
     """Steps of a whole answer, each keeping its delimiter, so they join back to the text."""
     parts = text.split(delimiter)
     return [p + delimiter for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])

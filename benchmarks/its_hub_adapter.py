@@ -1,0 +1,103 @@
+"""Our process reward model behind its_hub's `AbstractProcessRewardModel`, so that its_hub's
+particle filters and ours are guided by the very same PRM (issue #4).
+
+What maps to what (its_hub `AbstractProcessRewardModel` -> agentic `search.rewards`):
+
+- `prompt_or_messages`, the question (its particle filters pass `ChatMessages.to_prompt()`, which
+  for a string prompt is the string itself) -> the `Task` whose `input` is that question;
+- `steps`, one string per particle: its whole partial answer so far (its steps joined by the
+  step token, delimiter stripped) -> one solution per particle made of a single "step", the whole
+  text, so the PRM's last per-step score is its score of the full prefix;
+- `ascore(...) -> list[float]`, one score in [0, 1] per particle ->
+  `rate(reward, task, [[text], ...], "last")`; for `JudgeReward`, P("Yes") of the judge prompt
+  about the whole prefix.
+
+With aggregation "last" (what the benchmark runs ours with) our particle filters weigh a particle
+by the PRM score of its whole prefix too, so both sides ask the judge the same question with the
+same prompt on the same backend. One difference in the judge's input: our step texts keep the
+delimiter, so an unfinished particle of ours is judged with a trailing "\\n\\n" and its_hub's
+without (its `StepGeneration` strips it).
+
+The text is scored as one piece on purpose: splitting it back into steps at "\\n\\n" would ask the
+judge about prefixes that end in the delimiter, which its_hub never scored before (its previous
+texts end without it), so `JudgeReward`'s per-prefix cache would miss and every round would cost
+one judge call per step instead of one per particle. As it is, both sides share that cache's
+behaviour: a text judged before for the same task (a resampled copy, say) costs nothing.
+
+Each scored text is charged to the current `agentic` `Budget` (reward calls, the judge's score
+requests), as ours are; open a `Budget()` around `ainfer` to meter its_hub's PRM use.
+
+Sync and async: its_hub's particle filters only ever `await prm.ascore(...)`, which runs on the
+caller's event loop (the one our backend's HTTP client is bound to). `score` (sync, required by
+the abstract class) runs `ascore` with `asyncio.run`; called from inside a running loop it does so
+in a worker thread with its own loop (our backend then opens a client for that loop), so it never
+nests event loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from its_hub.api import AbstractProcessRewardModel, ChatMessages
+
+from agentic.core import Task
+from search.rewards import Aggregation, OutcomeReward, ProcessReward, rate
+
+
+def question_of(prompt_or_messages: Any) -> str:
+    """The question its_hub asks about: the prompt string itself, or the text of the last user
+    message of a conversation."""
+    if isinstance(prompt_or_messages, str):
+        return prompt_or_messages
+    messages = ChatMessages.from_prompt_or_messages(prompt_or_messages).to_chat_messages()
+    users = [m for m in messages if m.role == "user"]
+    if not users:
+        raise ValueError("its_hub passed a conversation with no user message to the PRM")
+    return str(users[-1].extract_text_content())
+
+
+class ItsHubPRM(AbstractProcessRewardModel):
+    """its_hub PRM interface over an agentic reward model (a `JudgeReward`, typically).
+
+    `tasks`: the tasks its_hub will be asked about; its_hub only passes the question text, which
+    is looked up here (the first task with that `input` wins: tasks with the same question get
+    the same judge prompt anyway).
+    """
+
+    def __init__(
+        self,
+        reward: ProcessReward | OutcomeReward,
+        tasks: Iterable[Task],
+        *,
+        aggregation: Aggregation = "last",
+    ) -> None:
+        self.reward = reward
+        self.aggregation: Aggregation = aggregation
+        self.tasks: dict[str, Task] = {}
+        for t in tasks:
+            self.tasks.setdefault(t.input, t)
+
+    def task(self, prompt_or_messages: Any) -> Task:
+        q = question_of(prompt_or_messages)
+        try:
+            return self.tasks[q]
+        except KeyError:
+            raise KeyError(f"ItsHubPRM was not given a task for the question {q[:80]!r}") from None
+
+    async def ascore(self, prompt_or_messages: Any, steps: Sequence[str]) -> list[float]:
+        if not steps:
+            return []
+        task = self.task(prompt_or_messages)
+        return await rate(self.reward, task, [[text] for text in steps], self.aggregation)
+
+    def score(self, prompt_or_messages: Any, steps: Sequence[str]) -> list[float]:
+        coro = self.ascore(prompt_or_messages, list(steps))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, coro).result()
