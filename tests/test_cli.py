@@ -39,6 +39,7 @@ def test_help_everywhere() -> None:
         (["replay", "missing.jsonl"], "missing.jsonl"),
         (["trace", "show", "missing.jsonl"], "missing.jsonl"),
         (["run", "--controller", "bon", "--reward", "head"], "needs head="),
+        (["run", "--controller", "astar", "--astar-cost", "nope"], "cost: Input should be"),
         (["run", "--controller", "bon", "--reward", "head", "--head", "x.pt"], "no saved head"),
     ],
 )
