@@ -6,10 +6,10 @@ tasks each, seed 0) and each controller below, the script runs the suite through
 replayable with `agentic replay`), then prints a table and writes `summary.json` and one PNG of
 accuracy-vs-tokens curves per suite (`agentic.plot`).
 
-Controllers (all steps end at "\\n\\n" or after 32 tokens, at most 4 steps, temperature 0.7):
-greedy; best-of-N; beam (N=4, width 2); particle filtering (N=4, 8); entropic PF with look-ahead
-(N=4, 8) and without (N=8); A* (k=4) with each of its two costs, neglog and mean_gap (the g/h
-ablation).
+Controllers, in the order they run (all steps end at "\\n\\n" or after 32 tokens, at most 4
+steps, temperature 0.7): greedy; best-of-N; A* (k=4) with cost mean_gap; particle filtering and
+entropic PF with look-ahead at N=4, then at N=8; A* with cost neglog (the g/h ablation); entropic
+PF without look-ahead (N=8); beam (N=4, width 2).
 
 Best-of-N is run once, with N=16 samples per task; BoN@n for n = 1, 2, 4, 8, 16 is read off that
 run by splitting the 16 samples into 16/n disjoint groups of n and averaging over the groups
@@ -67,14 +67,14 @@ def controllers(reward: str, head: str | None) -> dict[str, ControllerSpec]:
     return {
         "greedy": ControllerSpec(type="direct"),
         f"bon-{BON_N}": ControllerSpec(type="bon", samples=BON_N, **common),
-        "beam-4": ControllerSpec(type="beam", samples=4, width=2, **common),
-        "pf-4": ControllerSpec(type="pf", samples=4, **common),
-        "pf-8": ControllerSpec(type="pf", samples=8, **common),
-        "epf-4": ControllerSpec(type="epf", samples=4, **common),
-        "epf-8": ControllerSpec(type="epf", samples=8, **common),
-        "epf-8-no-lookahead": ControllerSpec(type="epf", samples=8, lookahead=False, **common),
-        "astar-neglog": ControllerSpec(type="astar", k=4, cost="neglog", **common),
         "astar-mean_gap": ControllerSpec(type="astar", k=4, cost="mean_gap", **common),
+        "pf-4": ControllerSpec(type="pf", samples=4, **common),
+        "epf-4": ControllerSpec(type="epf", samples=4, **common),
+        "pf-8": ControllerSpec(type="pf", samples=8, **common),
+        "epf-8": ControllerSpec(type="epf", samples=8, **common),
+        "astar-neglog": ControllerSpec(type="astar", k=4, cost="neglog", **common),
+        "epf-8-no-lookahead": ControllerSpec(type="epf", samples=8, lookahead=False, **common),
+        "beam-4": ControllerSpec(type="beam", samples=4, width=2, **common),
     }
 
 
@@ -326,7 +326,7 @@ async def main_async(args: argparse.Namespace) -> None:
     }
     everything = pooled(per_suite)
     show(console, f"all suites: reward {args.reward}", everything)
-    report = {
+    report: dict[str, Any] = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "suites": {
             name: {"rows": rows, "targets": targets(rows)} for name, rows in per_suite.items()
@@ -335,7 +335,7 @@ async def main_async(args: argparse.Namespace) -> None:
     }
     out = args.out / args.reward / "summary.json"
     out.write_text(json.dumps(report, indent=2))
-    console.print(report["all"]["targets"])
+    console.print(targets(everything))
     console.print(f"wrote {out}")
 
 

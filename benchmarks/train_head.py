@@ -35,10 +35,12 @@ from arithmetic_configs import SUITES
 from rich.console import Console
 from rich.table import Table
 
+from agentic.core import TaskSuite
 from agentic.suites import load_suite
 from backends import TransformersBackend, load_backend
 from search.base import StepGenerator
 from search.head_reward import HeadReward, LabelledPrefix, collect_labels, train_head
+from search.rewards import JudgeReward
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -84,6 +86,42 @@ def evaluate(
     }
 
 
+def read_labels(path: Path) -> list[LabelledPrefix]:
+    lines = path.read_text().splitlines()
+    return [LabelledPrefix.model_validate_json(ln) for ln in lines if ln.strip()]
+
+
+def write_labels(path: Path, labels: list[LabelledPrefix]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(e.model_dump_json() + "\n" for e in labels))
+
+
+async def judge_baseline(
+    backend: TransformersBackend, suites: list[TaskSuite], examples: list[LabelledPrefix]
+) -> dict[str, Any]:
+    """The same metrics for the LLM judge (`JudgeReward` on the same model), the PRM the head
+    is meant to beat."""
+    if not examples:
+        return {"prefixes": 0}
+    tasks = {t.id: t for s in suites for t in s.tasks}
+    judge = JudgeReward(backend)
+    scored = await asyncio.gather(*(judge.score(tasks[e.task_id], [[e.prefix]]) for e in examples))
+    probs = [sc[0][0] for sc in scored]
+    hard = [e.hard for e in examples]
+    positive = sum(hard) / len(hard)
+    return {
+        "prefixes": len(examples),
+        "tasks": len({e.task_id for e in examples}),
+        "positive_rate": positive,
+        "accuracy": sum((p > 0.5) == (y > 0.5) for p, y in zip(probs, hard, strict=True))
+        / len(hard),
+        "majority_accuracy": max(positive, 1 - positive),
+        "auc": auc(probs, hard),
+        "pearson_soft": pearson(probs, [e.soft for e in examples]),
+        "mean_p": sum(probs) / len(probs),
+    }
+
+
 def fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -107,15 +145,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         system_prompt=suites[0].system_prompt,  # as the search benchmark's controllers see it
     )
     t1 = time.monotonic()
-    per_suite = await asyncio.gather(
-        *(
-            collect_labels(
-                backend, s, steps, rollouts=args.rollouts, samples=args.samples, seed=args.seed
+    if args.labels_in is not None:
+        labels = read_labels(Path(args.labels_in))
+    else:
+        per_suite = await asyncio.gather(
+            *(
+                collect_labels(
+                    backend, s, steps, rollouts=args.rollouts, samples=args.samples, seed=args.seed
+                )
+                for s in suites
             )
-            for s in suites
         )
-    )
-    labels = [e for part in per_suite for e in part]
+        labels = [e for part in per_suite for e in part]
+        write_labels(RESULTS / "head_labels.jsonl", labels)
     t2 = time.monotonic()
 
     ids = [t.id for s in suites for t in s.tasks]
@@ -147,6 +189,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     splits = {
         "train": evaluate(reward, train, feats[is_train]),
         "held_out": evaluate(reward, held, feats[~is_train]),
+        "held_out, judge": await judge_baseline(backend, suites, held),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     reward.save(RESULTS / "head_reward.pt")
@@ -193,6 +236,11 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--l2", type=float, default=1e-2)
     p.add_argument("--mlp", type=int, default=None, help="hidden width of an MLP head")
+    p.add_argument(
+        "--labels-in",
+        default=None,
+        help="train on labels saved by an earlier run (results/head_labels.jsonl), not new ones",
+    )
     args = p.parse_args()
 
     result = asyncio.run(run(args))
