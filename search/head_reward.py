@@ -108,6 +108,7 @@ class HeadReward:
     cached per (task, prefix): a solution that grew by one step pays only for the new step."""
 
     kind: Literal["process"] = "process"
+    prefix_only = True  # a step's score reads only the hidden state at the end of its prefix
 
     def __init__(
         self,

@@ -69,10 +69,16 @@ async def rate(
     aggregation: Aggregation = "last",
 ) -> list[float]:
     """One score per solution (a sequence of steps) from either kind of reward model: an ORM
-    scores the joined text, a PRM's per-step scores are folded by `aggregation`."""
+    scores the joined text, a PRM's per-step scores are folded by `aggregation`. A PRM that says
+    `prefix_only = True` (its score of a step depends only on the text up to it, as
+    `JudgeReward`'s and `HeadReward`'s do) is asked only about whole texts under "last"."""
     if reward.kind == "outcome":
         return await reward.score(task, ["".join(s) for s in solutions])
-    per_step = await reward.score(task, solutions)
+    if aggregation == "last" and getattr(reward, "prefix_only", False):
+        # the last step's score is the score of the whole text: the earlier prefixes need no call
+        per_step = await reward.score(task, [["".join(s)] for s in solutions])
+    else:
+        per_step = await reward.score(task, solutions)
     return [aggregate(s, aggregation) for s in per_step]
 
 
@@ -106,6 +112,7 @@ class JudgeReward:
     """
 
     kind: Literal["process"] = "process"
+    prefix_only = True  # a step's score is the judge's verdict on the text up to it
 
     def __init__(
         self,

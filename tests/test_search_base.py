@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from scripted import ScriptedBackend, ScriptedReward
 
@@ -156,3 +158,27 @@ def test_a_head_reward_needs_a_path_and_a_local_model() -> None:
     spec = ControllerSpec(type="pf", reward="head", head="h.pt")
     with pytest.raises(ConfigError, match=r"local transformers backend.*ScriptedBackend"):
         build_controller(spec, backend, suite)
+
+
+async def test_rate_asks_a_prefix_only_prm_about_whole_texts_under_last() -> None:
+    from search.rewards import rate
+
+    solutions = [("12 + 3", " = 15\n\n", "so 15"), ("1", "2")]
+    plain = ScriptedReward(lambda t: len(t) / 100)
+    prefix_only = ScriptedReward(lambda t: len(t) / 100)
+    prefix_only.prefix_only = True  # type: ignore[attr-defined]
+    seen: list[Any] = []
+    score = prefix_only.score
+
+    async def spy(task: Task, items: Any) -> Any:
+        seen.extend(items)
+        return await score(task, items)
+
+    prefix_only.score = spy  # type: ignore[method-assign]
+    for how in ("last", "min", "mean"):
+        assert await rate(prefix_only, TASK, solutions, how) == await rate(
+            plain, TASK, solutions, how
+        )
+    # "last": one whole text per solution; the others need every step
+    assert seen[:2] == [["12 + 3 = 15\n\nso 15"], ["12"]]
+    assert seen[2:4] == solutions
