@@ -14,9 +14,10 @@ PF without look-ahead (N=8); beam (N=4, width 2).
 Best-of-N is run once, with N=16 samples per task; BoN@n for n = 1, 2, 4, 8, 16 is read off that
 run by splitting the 16 samples into 16/n disjoint groups of n and averaging over the groups
 (each group is exactly a BoN@n run; averaging lowers the variance). The same samples give the
-oracle: the checker as outcome reward picks a correct sample when a group has one (pass@n). With
-`--reward head`, the judge run's samples (if present) are rescored by the head instead of drawn
-again.
+oracle: the checker as outcome reward picks the best-checked sample of a group (pass@n).
+Accuracy is the mean checker score, as `agentic run` reports it (reasoning-gym gives partial
+credit to some near answers). With `--reward head`, the judge run's samples (if present) are
+rescored by the head instead of drawn again.
 
     .venv/bin/python benchmarks/search_curves.py --reward judge [--tasks 50]
     .venv/bin/python benchmarks/search_curves.py --reward head [--head HEAD.pt]
@@ -96,7 +97,7 @@ class Sample:
     text: str
     tokens: int
     score: float | None
-    correct: bool = False
+    check: float = 0.0  # the suite's checker on the text: its accuracy, as run_suite counts it
 
 
 def bon_samples(path: Path) -> dict[str, list[Sample]]:
@@ -128,7 +129,7 @@ async def bon_points(
     for tid, ss in samples.items():
         checks = await asyncio.gather(*(suite.check(tasks[tid], s.text) for s in ss))
         for s, c in zip(ss, checks, strict=True):
-            s.correct = c >= 1.0
+            s.check = c
     points = []
     for label, pick in ((f"bon ({reward})", "score"), ("bon (checker oracle)", "oracle")):
         n = 1
@@ -138,9 +139,9 @@ async def bon_points(
                 groups = [ss[i : i + n] for i in range(0, len(ss) - n + 1, n)]
                 for g in groups:
                     if pick == "oracle":
-                        acc.append(float(any(s.correct for s in g)))
+                        acc.append(max(s.check for s in g))
                     else:  # the first of the best-scored, as BestOfN picks
-                        acc.append(float(max(g, key=lambda s: s.score or 0.0).correct))
+                        acc.append(max(g, key=lambda s: s.score or 0.0).check)
                     tok.append(sum(s.tokens for s in g))
             points.append(
                 Point(
