@@ -68,9 +68,13 @@ def pearson(xs: list[float], ys: list[float]) -> float | None:
 def evaluate(
     reward: HeadReward, examples: list[LabelledPrefix], feats: torch.Tensor
 ) -> dict[str, Any]:
+    return metrics(reward.predict(feats) if examples else [], examples)
+
+
+def metrics(probs: list[float], examples: list[LabelledPrefix]) -> dict[str, Any]:
+    """How well `probs` (one per example) predict the examples' labels."""
     if not examples:
         return {"prefixes": 0}
-    probs = reward.predict(feats)
     hard = [e.hard for e in examples]
     positive = sum(hard) / len(hard)
     return {
@@ -106,20 +110,7 @@ async def judge_baseline(
     tasks = {t.id: t for s in suites for t in s.tasks}
     judge = JudgeReward(backend)
     scored = await asyncio.gather(*(judge.score(tasks[e.task_id], [[e.prefix]]) for e in examples))
-    probs = [sc[0][0] for sc in scored]
-    hard = [e.hard for e in examples]
-    positive = sum(hard) / len(hard)
-    return {
-        "prefixes": len(examples),
-        "tasks": len({e.task_id for e in examples}),
-        "positive_rate": positive,
-        "accuracy": sum((p > 0.5) == (y > 0.5) for p, y in zip(probs, hard, strict=True))
-        / len(hard),
-        "majority_accuracy": max(positive, 1 - positive),
-        "auc": auc(probs, hard),
-        "pearson_soft": pearson(probs, [e.soft for e in examples]),
-        "mean_p": sum(probs) / len(probs),
-    }
+    return metrics([sc[0][0] for sc in scored], examples)
 
 
 def fmt(v: Any) -> str:
