@@ -322,9 +322,7 @@ class TransformersBackend(BaseBackend):
     @property
     def num_layers(self) -> int:
         """Decoder layers; `hidden_states` accepts layers in [-(num_layers + 1), num_layers]."""
-        cfg = self.model.config
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        return int(cfg.num_hidden_layers)
+        return int(self._text_config.num_hidden_layers)
 
     def check_layer(self, layer: int) -> None:
         """Raise `ConfigError` unless `layer` is a valid index into the hidden states."""
@@ -359,9 +357,13 @@ class TransformersBackend(BaseBackend):
 
     @property
     def hidden_size(self) -> int:
+        return int(self._text_config.hidden_size)
+
+    @property
+    def _text_config(self) -> Any:
+        """The language model's config (multimodal models nest it)."""
         cfg = self.model.config
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        return int(cfg.hidden_size)
+        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
     def _last_hidden(self, seqs: list[list[int]], layer: int) -> torch.Tensor:
         width = max(len(s) for s in seqs)
