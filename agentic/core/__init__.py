@@ -9,6 +9,7 @@ from agentic.core.errors import (
     NotSupported,
     ReplayMiss,
     RequestRejected,
+    StructuredOutputError,
     TraceFormatError,
 )
 from agentic.core.events import ConsoleSink, Event, JSONLSink, Tracer, emit, read_events, span
@@ -17,6 +18,7 @@ from agentic.core.types import (
     GenerateRequest,
     Generation,
     Message,
+    ResponseFormat,
     SamplingParams,
     ScoreRequest,
     ScoreResult,
@@ -44,9 +46,11 @@ __all__ = [
     "Outcome",
     "ReplayMiss",
     "RequestRejected",
+    "ResponseFormat",
     "SamplingParams",
     "ScoreRequest",
     "ScoreResult",
+    "StructuredOutputError",
     "Task",
     "TaskSuite",
     "ToolCall",

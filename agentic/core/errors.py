@@ -31,5 +31,10 @@ class ReplayMiss(AgenticError):
     """A replayed run asked for a request that the recording does not hold."""
 
 
+class StructuredOutputError(AgenticError, ValueError):
+    """The output did not parse or validate against the requested format, even after the
+    retry with the error fed back; the message carries the last output and the error."""
+
+
 class TraceFormatError(AgenticError, ValueError):
     """A trace/recording file has a line that is not a valid event."""

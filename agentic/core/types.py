@@ -7,6 +7,7 @@ and recorded. Field names follow vLLM / OpenAI where those exist (`max_tokens`, 
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import math
@@ -88,12 +89,56 @@ class _Prompted(_Value):
         return self
 
     def key(self) -> str:
-        """Stable hash of the request: equal requests hash equally across processes."""
-        return hashlib.sha256(_canonical(self.model_dump(mode="json")).encode()).hexdigest()[:32]
+        """Stable hash of the request: equal requests hash equally across processes. Fields
+        added later are left out while unset, so recordings made before them still replay."""
+        data = self.model_dump(mode="json")
+        if data.get("response_format", 0) is None:
+            del data["response_format"]
+        return hashlib.sha256(_canonical(data).encode()).hexdigest()[:32]
+
+
+class ResponseFormat(_Value):
+    """Constrain the output to a JSON schema, a regular expression or a grammar (EBNF, as
+    xgrammar and llama.cpp's GBNF read it). Local backends enforce it token by token; remote
+    ones pass it to the server's own structured-output option."""
+
+    type: Literal["json_schema", "regex", "grammar"]
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+    grammar: str | None = None
+    name: str = Field(default="output", description="schema name sent to OpenAI-style servers")
+
+    @model_validator(mode="after")
+    def _matches_type(self) -> Self:
+        given = {
+            k for k in ("json_schema", "regex", "grammar") if getattr(self, k) not in (None, "", {})
+        }
+        if given != {self.type}:
+            raise ValueError(
+                f"response_format of type {self.type!r} needs exactly the field "
+                f"{self.type!r}; got {sorted(given) or 'none'}"
+            )
+        return self
+
+    @classmethod
+    def from_model(cls, model: builtins.type[BaseModel] | dict[str, Any]) -> ResponseFormat:
+        """JSON matching a pydantic model (or a JSON schema given as a dict)."""
+        if isinstance(model, dict):
+            return cls(type="json_schema", json_schema=model)
+        return cls(type="json_schema", json_schema=model.model_json_schema(), name=model.__name__)
+
+    @classmethod
+    def pattern(cls, regex: str) -> ResponseFormat:
+        return cls(type="regex", regex=regex)
+
+    @classmethod
+    def ebnf(cls, grammar: str) -> ResponseFormat:
+        return cls(type="grammar", grammar=grammar)
 
 
 class GenerateRequest(_Prompted):
     params: SamplingParams = Field(default_factory=SamplingParams)
+    response_format: ResponseFormat | None = None
 
     @classmethod
     def chat(cls, user: str, *, system: str | None = None, **params: Any) -> GenerateRequest:
