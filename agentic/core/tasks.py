@@ -32,6 +32,11 @@ class Outcome(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     trace_id: str | None = None
     error: str | None = None
+    info: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the controller wants reported beside the output (JSON values): the "
+        "mode a router chose, the share of tokens from a large model, a vote's margin",
+    )
 
 
 class TaskSuite(ABC):
