@@ -1,0 +1,68 @@
+"""`SelfConsistency`: sample n answers and return the most common final answer (Wang et al. 2023,
+"Self-Consistency Improves Chain of Thought Reasoning in Language Models").
+
+Symbols: the sampled reasoning paths r_i are the n generations, a_i = `answer_of(r_i)`, and the
+answer is argmax_a Σ_i 1[a_i = a] (ties go to the answer seen first). The plain baseline that
+every voting or verifying controller (CyberV, best-of-N with a reward) has to beat at equal tokens.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from agentic.core import (
+    BudgetExceeded,
+    ConfigError,
+    Context,
+    GenerateRequest,
+    Message,
+    Outcome,
+    SamplingParams,
+    Task,
+    Usage,
+)
+from backends import Backend
+from search.best_of_n import final_answer
+
+
+class SelfConsistency:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        n: int = 8,
+        params: SamplingParams | None = None,
+        answer_of: Callable[[str], str] = final_answer,
+        system_prompt: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got {n}")
+        self.backend, self.n, self.answer_of = backend, n, answer_of
+        self.params = (params or SamplingParams(temperature=0.7, max_tokens=64)).model_copy(
+            update={"n": n, "seed": seed}
+        )
+        self.system_prompt = system_prompt
+
+    def __repr__(self) -> str:
+        return f"SelfConsistency({self.backend.name}, n={self.n})"
+
+    async def __call__(self, task: Task, ctx: Context | None = None) -> Outcome:
+        system = self.system_prompt or (ctx.system_prompt if ctx else None)
+        msgs = [Message(role="system", content=system)] if system else []
+        msgs.append(Message(role="user", content=task.input))
+        request = GenerateRequest(messages=tuple(msgs), params=self.params)
+        try:
+            [gens] = await self.backend.generate([request])
+        except BudgetExceeded as e:
+            return Outcome(task_id=task.id, output="", error=str(e))
+        answers = [self.answer_of(g.text) for g in gens]
+        winner, votes = Counter(answers).most_common(1)[0]
+        text = gens[answers.index(winner)].text
+        return Outcome(
+            task_id=task.id,
+            output=text,
+            usage=Usage.total(g.usage for g in gens),
+            info={"answer": winner, "votes": votes, "n": len(gens)},
+        )
