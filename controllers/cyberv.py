@@ -7,10 +7,11 @@ signals off that run, a *controller* decides from them whether the answer can st
 
 - inference: round 1 is the greedy answer plus `n` samples (temperature `params.temperature`);
 - sensor (`sense`): per candidate, from its `Generation`: the final answer a(y) (`answer_of`), the
-  answer tokens' confidence (geometric-mean probability over the answer span), their mean entropy,
-  repetition (share of repeated token 4-grams), agreement with the greedy answer. The paper's
-  attention drift toward the supplied frames becomes drift toward the supplied context; none of
-  our backends exposes attention, so that signal is absent (None), never estimated;
+  confidence of its answer tokens (geometric-mean probability; the span is the answer's character
+  span scaled to token positions), their mean entropy, repetition (share of repeated token
+  4-grams), agreement with the greedy answer. The paper's attention drift toward the supplied
+  frames becomes drift toward the supplied context; none of our backends exposes attention, so
+  that signal is absent (None), never estimated;
 - controller (`vote`): a weighted vote, each candidate's weight w = confidence × (1 − repetition)
   (confidence 1 where the backend gives no logprobs). The vote is *weak* when the winning answer's
   weight is below θ·n, n the number of candidates;
@@ -141,16 +142,17 @@ class CyberVLoop:
             )
         return out
 
-    def _answer_tokens(self, g: Generation, answer: str) -> tuple[int, int]:
-        """Token positions of the answer's last occurrence in the text, by counting the tokens
-        of the text before and through it (exact for local tokenizers up to merges at the edge)."""
-        at = g.text.rfind(answer) if answer else -1
+    @staticmethod
+    def _answer_tokens(g: Generation, answer: str) -> tuple[int, int]:
+        """Token positions of the answer's last occurrence in the text: its character span
+        scaled to token positions. Approximate by a token at the edges, but it needs nothing but
+        the generation, so remote backends and replays (which have no tokenizer) agree."""
         total = len(g.token_ids) or len(g.token_logprobs or ())
-        if at < 0 or total == 0:
+        at = g.text.rfind(answer) if answer else -1
+        if at < 0 or total == 0 or not g.text:
             return (max(total - 1, 0), total)
-        lo = self.backend.count_tokens(g.text[:at]) if at else 0
-        hi = self.backend.count_tokens(g.text[: at + len(answer)])
-        lo, hi = min(lo, total - 1), min(max(hi, lo + 1), total)
+        lo = min(int(at * total / len(g.text)), total - 1)
+        hi = min(max(-(-(at + len(answer)) * total // len(g.text)), lo + 1), total)
         return lo, hi
 
     def vote(self, signals: Sequence[Signals]) -> tuple[str, float, bool]:
