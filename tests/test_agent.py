@@ -1,0 +1,155 @@
+"""ToolAgent: the action loop, recovery from bad actions, limits, replay; then the real model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+
+from agentic.agent import ToolAgent, action_schema
+from agentic.core import (
+    Budget,
+    ConfigError,
+    Event,
+    GenerateRequest,
+    Generation,
+    JSONLSink,
+    Message,
+    Task,
+    Tracer,
+    Usage,
+)
+from agentic.tools import calculator, tool
+from backends.base import BaseBackend, Capabilities
+from backends.replay import ReplayBackend
+
+
+class Turns(BaseBackend):
+    """Replies with the given texts in order, one per call; records the requests."""
+
+    def __init__(self, replies: Sequence[str], structured: bool = False) -> None:
+        self.replies, self.name = list(replies), "turns"
+        self.capabilities = Capabilities(structured_output=structured)
+        self.requests: list[GenerateRequest] = []
+
+    async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
+        self.requests += requests
+        text = self.replies.pop(0)
+        return [[Generation(text=text, usage=Usage(completion_tokens=len(text), model_calls=1))]]
+
+    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
+        return 0
+
+
+def call(name: str, **arguments: object) -> str:
+    return json.dumps({"thought": "use a tool", "tool": name, "arguments": arguments})
+
+
+def answer(text: str) -> str:
+    return json.dumps({"thought": "done", "final_answer": text})
+
+
+TASK = Task(id="t", input="What is 4821 * 37?")
+
+
+async def test_a_tool_call_then_an_answer() -> None:
+    backend = Turns([call("calculator", expression="4821 * 37"), answer("178377")])
+    events: list[Event] = []
+    with Tracer([events.append]).activate():
+        out = await ToolAgent(backend, [calculator])(TASK)
+    assert out.output == "178377" and out.error is None
+    assert out.info == {"steps": 2, "tool_calls": ["calculator"]}
+    second = backend.requests[1].messages
+    assert second is not None and second[-1].content == "Tool calculator result: 178377"
+    assert second[-2].tool_calls and second[-2].tool_calls[0].arguments == {
+        "expression": "4821 * 37"
+    }
+    kinds = [e.type for e in events if e.type != "backend.generate"]
+    assert kinds == ["agent", "agent.action", "agent.observation", "agent.answer"]
+    assert all(e.parent_id == events[0].span_id for e in events[1:])  # all inside the span
+    assert out.usage.model_calls == 2
+
+
+async def test_bad_actions_and_tool_errors_are_fed_back() -> None:
+    backend = Turns(
+        [
+            '{"thought": "cut off',  # malformed JSON
+            call("browser", url="x"),  # unknown tool
+            call("calculator", expression="import os"),  # the tool refuses it
+            call("calculator", expr="1+1"),  # a wrong argument name
+            answer("2"),
+        ]
+    )
+    out = await ToolAgent(backend, [calculator], max_steps=6)(TASK)
+    assert out.output == "2" and out.info["steps"] == 5
+    feedback = [r.messages[-1].content for r in backend.requests[1:]]  # type: ignore[index]
+    assert "not valid JSON" in feedback[0]
+    assert "unknown tool 'browser'" in feedback[1] and "calculator" in feedback[1]
+    assert feedback[2].startswith("Tool calculator error:")
+    assert "expr" in feedback[3] or "expression" in feedback[3]
+
+
+async def test_max_steps_and_budget_end_the_loop_with_an_error() -> None:
+    loop = [call("calculator", expression="1")] * 3
+    out = await ToolAgent(Turns(loop), [calculator], max_steps=3)(TASK)
+    assert out.output == "" and out.error == "no final answer after 3 steps"
+    with Budget(max_model_calls=1):
+        out = await ToolAgent(Turns(loop), [calculator])(TASK)
+    assert out.error is not None and "budget" in out.error and out.info["steps"] == 2
+
+
+def test_action_schema_has_one_branch_per_tool_and_the_answer() -> None:
+    @tool
+    def lookup(word: str, limit: int = 3) -> str:
+        """Look a word up."""
+        return word
+
+    schema = action_schema([calculator, lookup])
+    branches = schema["anyOf"]
+    assert [b["properties"].get("tool", {}).get("const") for b in branches] == [
+        "calculator",
+        "lookup",
+        None,
+    ]
+    assert branches[1]["properties"]["arguments"]["required"] == ["word"]
+    assert branches[2]["required"] == ["thought", "final_answer"]
+
+
+def test_constrained_only_where_the_backend_enforces_formats() -> None:
+    assert ToolAgent(Turns([], structured=True), [calculator]).response_format is not None
+    assert ToolAgent(Turns([]), [calculator]).response_format is None
+    with pytest.raises(ConfigError, match="max_steps"):
+        ToolAgent(Turns([]), [calculator], max_steps=0)
+    with pytest.raises(ConfigError, match="distinct"):
+        ToolAgent(Turns([]), [calculator, calculator])
+
+
+async def test_a_recorded_trajectory_replays(tmp_path) -> None:
+    path = tmp_path / "run.jsonl"
+    sink = JSONLSink(path)
+    with Tracer([sink]).activate():
+        first = await ToolAgent(
+            Turns([call("calculator", expression="6 * 7"), answer("42")]), [calculator]
+        )(TASK)
+    sink.close()
+    again = await ToolAgent(ReplayBackend(path, backend="turns"), [calculator], constrained=False)(
+        TASK
+    )
+    assert again.output == first.output == "42" and again.info == first.info
+
+
+@pytest.mark.slow
+async def test_the_embedded_model_drives_the_calculator(smollm2) -> None:
+    events: list[Event] = []
+    agent = ToolAgent(smollm2, [calculator], max_steps=4)
+    assert agent.response_format is not None  # the local backend enforces the action schema
+    tasks = [Task(id=f"q{i}", input=f"What is {a} * {b}?") for i, (a, b) in enumerate(
+        [(4821, 37), (902, 61)])]  # fmt: skip
+    with Tracer([events.append]).activate():
+        outs = [await agent(t) for t in tasks]
+    actions = [e.payload for e in events if e.type == "agent.action"]
+    assert actions and all("error" not in a for a in actions)  # every reply was a valid action
+    assert any(a.get("tool") == "calculator" for a in actions)
+    for o in outs:
+        assert o.info["steps"] >= 1 and o.usage.completion_tokens > 0
