@@ -11,6 +11,7 @@ from typing import Any
 
 from backends.base import Backend, BaseBackend, Capabilities
 from backends.registry import DEFAULT_BACKEND, known_schemes, load_backend, register_backend
+from backends.structured import Structured, generate_structured
 
 _LAZY = {
     "TransformersBackend": "backends.transformers_backend",
@@ -27,9 +28,11 @@ __all__ = [
     "Capabilities",
     "OpenAIBackend",
     "ReplayBackend",
+    "Structured",
     "TransformersBackend",
     "VLLMBackend",
     "ensure_local",
+    "generate_structured",
     "known_schemes",
     "load_backend",
     "register_backend",

@@ -41,6 +41,7 @@ class Capabilities(BaseModel):
     seed: bool = False
     hidden_states: bool = False
     interventions: bool = False
+    structured_output: bool = False  # enforces `GenerateRequest.response_format`
     max_batch: int | None = None
 
 

@@ -6,6 +6,8 @@ Rows are prefilled left-padded with explicit position ids and decoded together i
 Each row samples with its own `torch.Generator`, so a seeded request gives the same tokens
 alone or in any batch.
 Logprobs are the raw model distribution (before temperature / top-k / top-p), as in vLLM.
+A row with a response format or a `logit_bias` samples from logits steered by `grammar.py`;
+the other rows of the batch sample from untouched logits.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from agentic.core import SamplingParams, TopLogprob
+from backends.grammar import RowGrammar, steer_logits
 from backends.prefix_cache import KV, PrefixCache
 
 
@@ -30,6 +33,7 @@ class Row:
     params: SamplingParams
     generator: torch.Generator | None = None
     on_text: Callable[[str], None] | None = None
+    grammar: RowGrammar | None = None
     out_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     tops: list[tuple[TopLogprob, ...]] = field(default_factory=list)
@@ -86,6 +90,8 @@ class RowDecoder:
     def _finish(self, row: Row) -> None:
         """Decide whether `row` is done after its latest token; cut stop strings exactly."""
         if row.out_ids[-1] in self.eos_ids and not row.params.ignore_eos:
+            row.done, row.finish_reason = True, "stop"
+        if row.grammar is not None and row.grammar.terminated:
             row.done, row.finish_reason = True, "stop"
         stops = row.params.stop
         # the text is needed every step only to find stop strings or to stream
@@ -217,13 +223,17 @@ class RowDecoder:
         and mark rows that are done. Returns the chosen tokens."""
         logp = torch.log_softmax(logits, -1)
         entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
-        nxt = self._pick(rows, logits)
+        nxt = self._pick(
+            rows, steer_logits(logits, [(r.params.logit_bias, r.grammar) for r in rows])
+        )
         chosen = logp.gather(-1, nxt[:, None])[:, 0]
         want_top = max((r.params.logprobs or 0) for r in rows)
         top = logp.topk(want_top, -1) if want_top else None
         nxt_l, chosen_l, ent_l = nxt.tolist(), chosen.tolist(), entropy.tolist()
         for i, row in enumerate(rows):
             row.out_ids.append(nxt_l[i])
+            if row.grammar is not None:
+                row.grammar.accept(nxt_l[i])
             row.logprobs.append(chosen_l[i])
             row.entropies.append(ent_l[i])
             if top is not None and row.params.logprobs:

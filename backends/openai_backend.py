@@ -10,6 +10,10 @@ How each request travels:
 - `n` samples: servers that return fewer choices than asked (llama.cpp's returns one) get one
   more request per missing sample, each with its own seed (`seed + j`) when a seed is set.
 - Logprobs and top-k logprobs map into `Generation`; per-token entropy is derived from them.
+- `response_format` uses the server's own structured-output option (`openai_wire.structured_body`:
+  vLLM takes JSON schemas, regexes and grammars; llama.cpp JSON schemas on chat and GBNF grammars;
+  other servers JSON schemas on chat); one the server cannot do raises `NotSupported` before
+  anything is sent. `params.logit_bias` is sent as OpenAI's `logit_bias` (ids as strings).
 - `score()` needs prompt logprobs: vLLM's `prompt_logprobs` over exact token ids. Servers without
   it raise `NotSupported`, and `capabilities.score` says so beforehand.
 
@@ -45,6 +49,7 @@ from backends.openai_wire import (
     chat_logprobs,
     completion_logprobs,
     messages_json,
+    structured_body,
 )
 from backends.prompts import render_text
 
@@ -101,6 +106,7 @@ class OpenAIBackend(BaseBackend):
             score=vllm,
             seed=True,
             streaming=True,
+            structured_output=True,
             max_batch=max_concurrency,
         )
 
@@ -150,6 +156,8 @@ class OpenAIBackend(BaseBackend):
             body["stop"] = list(p.stop)
         if p.ignore_eos:
             body["ignore_eos"] = True
+        if p.logit_bias:
+            body["logit_bias"] = {str(t): b for t, b in p.logit_bias}
         if self.server == "vllm":
             body["return_token_ids"] = True
             if p.logprobs is not None:
@@ -166,6 +174,15 @@ class OpenAIBackend(BaseBackend):
         return render_text(self.tokenizer, req, self.name) + req.prefix
 
     def _route(self, req: GenerateRequest, n: int, seed: int | None) -> tuple[str, dict[str, Any]]:
+        path, body = self._endpoint(req, n, seed)
+        if req.response_format is not None:
+            chat = path.startswith("chat")
+            body |= structured_body(req.response_format, self.server, chat, self.name)
+        return path, body
+
+    def _endpoint(
+        self, req: GenerateRequest, n: int, seed: int | None
+    ) -> tuple[str, dict[str, Any]]:
         body = self._sampling(req, n, seed)
         k = req.params.logprobs
         if req.messages is not None and (not req.prefix or self.server == "vllm"):

@@ -2,6 +2,7 @@
 
 Chat and completion endpoints lay logprobs out differently (a list of token records vs. parallel
 lists), and a streamed answer arrives in chunks; these helpers turn each into the same thing.
+`structured_body` goes the other way: a `ResponseFormat` in each server's own request fields.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agentic.core import Message, TopLogprob
+from agentic.core import Message, NotSupported, ResponseFormat, TopLogprob
 
 
 def messages_json(msgs: Sequence[Message]) -> list[dict[str, Any]]:
@@ -115,3 +116,33 @@ class StreamedChoice:
             "finish_reason": self.last.get("finish_reason", "length"),
             "stop_reason": self.last.get("stop_reason"),
         }
+
+
+def structured_body(fmt: ResponseFormat, server: str, chat: bool, name: str) -> dict[str, Any]:
+    """The request fields that ask `server` for output in `fmt`, in that server's own dialect;
+    `NotSupported` (before anything is sent) where it has none."""
+    what = {"json_schema": "a JSON schema", "regex": "a regex", "grammar": "a grammar"}[fmt.type]
+    if server == "llama.cpp":
+        if fmt.type == "grammar":
+            return {"grammar": fmt.grammar}  # GBNF, on both endpoints
+        if fmt.type == "json_schema" and chat:
+            # llama-cpp-python's dialect: type json_object with the schema beside it
+            return {"response_format": {"type": "json_object", "schema": fmt.json_schema}}
+        why = (
+            "has no regex option (write the pattern as a GBNF grammar: ResponseFormat.ebnf)"
+            if fmt.type == "regex"
+            else "takes a JSON schema only on /chat/completions, and a raw prompt or a prefix "
+            "rendered locally goes to /completions (give a GBNF grammar instead)"
+        )
+        raise NotSupported(f"{name}: response_format with {what}: llama.cpp's server {why}")
+    if fmt.type == "json_schema" and (chat or server == "vllm"):
+        # no "strict": OpenAI's strict mode rejects ordinary pydantic schemas (defaults,
+        # optional fields); the caller validates the answer either way
+        schema = {"name": fmt.name, "schema": fmt.json_schema}
+        return {"response_format": {"type": "json_schema", "json_schema": schema}}
+    if server == "vllm":
+        return {"structured_outputs": {fmt.type: getattr(fmt, fmt.type)}}
+    raise NotSupported(
+        f"{name}: response_format with {what}: the OpenAI API takes only a JSON schema, and only "
+        "on /chat/completions"
+    )

@@ -56,7 +56,11 @@ class ReplayBackend(BaseBackend):
             else:
                 self._scores[key].append(ScoreResult.model_validate(results[0]))
         self.recorded_backends = sorted(names)
-        self.capabilities = Capabilities(logprobs=True, top_logprobs=20, prefix=True, score=True)
+        # structured_output: a recorded request keeps its response_format in its key, so callers
+        # that ask for one when the backend can (generate_structured) replay the same requests
+        self.capabilities = Capabilities(
+            logprobs=True, top_logprobs=20, prefix=True, score=True, structured_output=True
+        )
 
     def _take(self, table: dict[str, deque[Any]], req: GenerateRequest | ScoreRequest) -> Any:
         queue = table.get(req.key())

@@ -7,7 +7,8 @@ the caller doing anything. Requests that arrive while a batch runs join it at th
 (continuous batching); rows leave as they finish. Prompts that start like one encoded before
 (a search's growing prefix, siblings, the n samples of a request) encode only what is new
 (`prefix_cache_tokens` bounds the kept keys and values; `decoder.encoded_tokens` counts what was
-encoded).
+encoded). A request's `response_format` constrains its rows token by token (`grammar.py`); its
+`params.logit_bias` is added to the logits it samples from.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from agentic.core import (
     check_budget,
 )
 from backends.base import BaseBackend, Capabilities
+from backends.grammar import Grammars
 from backends.hf_decode import Row, RowDecoder, RunningBatch
 from backends.prompts import render_ids
 
@@ -79,6 +81,7 @@ class TransformersBackend(BaseBackend):
             seed=True,
             hidden_states=True,
             interventions=True,
+            structured_output=True,
             max_batch=max_batch,
         )
         eos = model.generation_config.eos_token_id
@@ -91,6 +94,12 @@ class TransformersBackend(BaseBackend):
             else min(eos_ids, default=0)
         )
         self.decoder = RowDecoder(model, tokenizer, eos_ids, pad, prefix_cache_tokens)
+        head = model.get_output_embeddings()
+        # the logits' width, which padded embedding matrices make larger than the tokenizer
+        self.vocab_size = int(
+            head.weight.shape[0] if head is not None else self._text_config.vocab_size
+        )
+        self._grammars: Grammars | None = None  # built on the first constrained request
         self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
         self._pending: deque[_Job] = deque()
         self._wake: asyncio.Event | None = None
@@ -140,6 +149,22 @@ class TransformersBackend(BaseBackend):
         room = self.max_context - len(ids)
         if p.max_tokens > room:
             p = p.model_copy(update={"max_tokens": room})
+        if p.logit_bias and p.logit_bias[-1][0] >= self.vocab_size:
+            raise ConfigError(
+                f"logit_bias token id {p.logit_bias[-1][0]} is outside the vocabulary of "
+                f"{self.name!r} ({self.vocab_size} tokens)"
+            )
+        fmt, grammars = req.response_format, self._grammars
+        if fmt is not None and grammars is None:
+            grammars = self._grammars = Grammars(
+                self.tokenizer, self.vocab_size, self.decoder.eos_ids
+            )
+        # the prefix is tokenized on its own (as `render` does): the matcher replays those tokens
+        prefix_ids = (
+            self.tokenizer(req.prefix, add_special_tokens=False).input_ids
+            if fmt is not None and req.prefix
+            else []
+        )
         rows = []
         for j in range(p.n):
             gen = None
@@ -148,7 +173,12 @@ class TransformersBackend(BaseBackend):
                 gen = torch.Generator(device=self.model.device).manual_seed(
                     (p.seed * 1_000_003 + j) % (1 << 63)
                 )
-            rows.append(Row(prompt_ids=ids, params=p, generator=gen, on_text=on_text))
+            grammar = None
+            if fmt is not None and grammars is not None:
+                grammar = grammars.matcher(fmt, prefix_ids)
+            rows.append(
+                Row(prompt_ids=ids, params=p, generator=gen, on_text=on_text, grammar=grammar)
+            )
         return rows
 
     # ---- scheduling ----------------------------------------------------------------------

