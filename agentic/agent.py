@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from agentic.core import (
     BudgetExceeded,
@@ -52,8 +52,15 @@ Tools:
 {tools}"""
 
 
-def action_schema(tools: Sequence[Tool], thought_chars: int = 100) -> dict[str, Any]:
-    """The JSON schema of one action: a call of one of `tools`, or the final answer."""
+def action_schema(
+    tools: Sequence[Tool],
+    thought_chars: int = 100,
+    answer_chars: int = 200,
+    *,
+    answer: bool = True,
+) -> dict[str, Any]:
+    """The JSON schema of one action: a call of one of `tools`, or (if `answer`) the final
+    answer. Strings have a length cap so a small model cannot ramble past the token limit."""
     thought = {"type": "string", "maxLength": thought_chars}
     defs: dict[str, Any] = {}
     branches: list[dict[str, Any]] = []
@@ -68,18 +75,42 @@ def action_schema(tools: Sequence[Tool], thought_chars: int = 100) -> dict[str, 
                 "additionalProperties": False,
             }
         )
-    branches.append(
-        {
-            "type": "object",
-            "properties": {"thought": thought, "final_answer": {"type": "string"}},
-            "required": ["thought", "final_answer"],
-            "additionalProperties": False,
-        }
-    )
+    if answer:
+        branches.append(
+            {
+                "type": "object",
+                "properties": {
+                    "thought": thought,
+                    "final_answer": {"type": "string", "maxLength": answer_chars},
+                },
+                "required": ["thought", "final_answer"],
+                "additionalProperties": False,
+            }
+        )
     schema: dict[str, Any] = {"anyOf": branches}
     if defs:
         schema["$defs"] = defs
     return schema
+
+
+def demonstration(tools: Sequence[Tool]) -> list[Message]:
+    """A worked exchange shown before the task, for the calculator when it is among the tools:
+    small models copy the pattern (call, read the result, answer) far more reliably than they
+    follow the instructions alone."""
+    if "calculator" not in {t.name for t in tools}:
+        return []
+    call = {"thought": "Use the calculator.", "tool": "calculator"}
+    return [
+        Message(role="user", content="What is 12 * 34?"),
+        Message(
+            role="assistant", content=json.dumps({**call, "arguments": {"expression": "12 * 34"}})
+        ),
+        Message(role="user", content="Tool calculator result: 408"),
+        Message(
+            role="assistant",
+            content=json.dumps({"thought": "The calculator gave 408.", "final_answer": "408"}),
+        ),
+    ]
 
 
 def _describe(tool: Tool) -> str:
@@ -99,9 +130,15 @@ class ToolAgent:
         params: SamplingParams | None = None,
         system_prompt: str | None = None,
         constrained: bool | None = None,
+        examples: Sequence[Message] | None = None,
+        tool_choice: Literal["auto", "required"] = "auto",
     ) -> None:
         if max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
+        if tool_choice not in ("auto", "required"):
+            raise ConfigError(f"tool_choice must be 'auto' or 'required', got {tool_choice!r}")
+        if tool_choice == "required" and not tools:
+            raise ConfigError("tool_choice 'required' needs at least one tool")
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise ConfigError(f"tools must have distinct names, got {names}")
@@ -110,13 +147,23 @@ class ToolAgent:
         self.max_steps = max_steps
         self.params = params or SamplingParams(temperature=0.0, max_tokens=160)
         self.system_prompt = system_prompt
+        self.examples = list(demonstration(tools) if examples is None else examples)
         if constrained is None:
             constrained = bool(getattr(backend.capabilities, "structured_output", False))
-        self.response_format = (
-            ResponseFormat(type="json_schema", json_schema=action_schema(tools), name="action")
-            if constrained
-            else None
-        )
+        self.tool_choice = tool_choice
+        self.formats: dict[bool, ResponseFormat] = {}
+        if constrained:
+            for may_answer in (True, False):
+                schema = action_schema(tools, answer=may_answer) if tools or may_answer else {}
+                if schema:
+                    self.formats[may_answer] = ResponseFormat(
+                        type="json_schema", json_schema=schema, name="action"
+                    )
+
+    @property
+    def response_format(self) -> ResponseFormat | None:
+        """The format of an action once answering is allowed (None: unconstrained)."""
+        return self.formats.get(True)
 
     def __repr__(self) -> str:
         return f"ToolAgent({self.backend.name}, tools={list(self.tools)})"
@@ -129,20 +176,23 @@ class ToolAgent:
     async def __call__(self, task: Task, ctx: Context | None = None) -> Outcome:
         messages = [
             Message(role="system", content=self.instructions(ctx)),
+            *self.examples,
             Message(role="user", content=task.input),
         ]
-        usage, steps, used = Usage(), 0, []
+        usage, steps, used, worked = Usage(), 0, list[str](), 0
         with span("agent", task_id=task.id, tools=list(self.tools)):
             try:
                 for steps in range(1, self.max_steps + 1):
+                    # tool_choice "required": no answer before one tool call has worked
+                    may_answer = self.tool_choice == "auto" or worked > 0
                     request = GenerateRequest(
                         messages=tuple(messages),
                         params=self.params,
-                        response_format=self.response_format,
+                        response_format=self.formats.get(may_answer),
                     )
                     [[gen, *_]] = await self.backend.generate([request])
                     usage = usage + gen.usage
-                    action, error = self._parse(gen.text, gen.finish_reason)
+                    action, error = self._parse(gen.text, gen.finish_reason, may_answer)
                     if action is not None and "final_answer" in action:
                         answer = str(action["final_answer"])
                         emit("agent.answer", step=steps, thought=action.get("thought"))
@@ -170,8 +220,9 @@ class ToolAgent:
                             arguments=call.arguments,
                             thought=action.get("thought") if action else None,
                         )
-                        observation = await self._observe(call)
+                        ok, observation = await self._observe(call)
                         used.append(call.name)
+                        worked += ok
                     messages.append(Message(role="user", content=observation))
             except BudgetExceeded as e:
                 return self._outcome(task, "", usage, steps, used, error=str(e))
@@ -179,7 +230,9 @@ class ToolAgent:
             task, "", usage, steps, used, error=f"no final answer after {self.max_steps} steps"
         )
 
-    def _parse(self, text: str, finish: str) -> tuple[dict[str, Any] | None, str]:
+    def _parse(
+        self, text: str, finish: str, may_answer: bool = True
+    ) -> tuple[dict[str, Any] | None, str]:
         """The action in `text`, or None and what is wrong with it (fed back to the model)."""
         try:
             action = json.loads(text)
@@ -189,6 +242,8 @@ class ToolAgent:
         if not isinstance(action, dict):
             return None, "your reply must be a JSON object."
         if "final_answer" in action:
+            if not may_answer:
+                return None, "call a tool before you answer."
             return action, ""
         name = action.get("tool")
         if name not in self.tools:
@@ -197,7 +252,7 @@ class ToolAgent:
             return None, f"tool {name!r} needs an 'arguments' object."
         return action, ""
 
-    async def _observe(self, call: ToolCall) -> str:
+    async def _observe(self, call: ToolCall) -> tuple[bool, str]:
         result = await self.tools[call.name].run(call.arguments)
         emit(
             "agent.observation",
@@ -207,7 +262,7 @@ class ToolAgent:
             seconds=result.seconds,
         )
         status = "result" if result.ok else "error"
-        return f"Tool {call.name} {status}: {result.content}"
+        return result.ok, f"Tool {call.name} {status}: {result.content}"
 
     def _outcome(
         self,
