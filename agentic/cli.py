@@ -247,7 +247,12 @@ def run(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print events.")] = False,
     controller: Annotated[
-        str, typer.Option(help="direct, or a search: bon, beam, pf, epf, astar.")
+        str,
+        typer.Option(
+            help="direct; a search (bon, beam, pf, epf, astar; set by the options below); another "
+            "controller with its defaults (sc, cyberv, agent, psr, ead, router); or a pipeline "
+            "spec: a .yaml/.json file or inline JSON."
+        ),
     ] = "direct",
     samples: Annotated[int, typer.Option(help="Search: N samples / beams / particles.")] = 8,
     width: Annotated[int, typer.Option(help="Beam search: beams kept.")] = 2,
@@ -271,7 +276,8 @@ def run(
 ) -> None:
     """Solve a task suite and print accuracy and cost: plain greedy answering (`direct`) or a
     test-time search guided by a reward model."""
-    from agentic.build import ControllerSpec, build_controller
+    from agentic.build import ControllerSpec
+    from agentic.pipeline import SEARCH_TYPES, Builder, parse_spec
     from agentic.suites import load_suite
 
     if resume is not None and record is not None and record != resume:
@@ -280,18 +286,22 @@ def run(
         raise ConfigError(f"{record} exists; pass --overwrite to replace it (or --resume it)")
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
-    spec = ControllerSpec(
-        type=controller,
-        max_tokens=max_tokens,
-        samples=samples,
-        width=width,
-        k=k,
-        cost=astar_cost,
-        tokens_per_step=tokens_per_step,
-        max_steps=max_steps,
-        temperature=temperature,
-        reward=reward,
-        head=str(head) if head is not None else None,
+    spec: Any = (
+        parse_spec(controller)
+        if controller not in SEARCH_TYPES
+        else ControllerSpec(
+            type=controller,
+            max_tokens=max_tokens,
+            samples=samples,
+            width=width,
+            k=k,
+            cost=astar_cost,
+            tokens_per_step=tokens_per_step,
+            max_steps=max_steps,
+            temperature=temperature,
+            reward=reward,
+            head=str(head) if head is not None else None,
+        )
     )
     task_suite = load_suite(suite, n=n, seed=seed, config=_parse_config(config or []))
     budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)
@@ -314,19 +324,18 @@ def run(
         sinks.append(ConsoleSink(types={"backend.generate", "task.outcome", "run.end"}))
     tracer = Tracer(sinks)
 
+    builder = Builder(model, task_suite, _load)
+
     async def go() -> Any:
         try:
+            built = builder.build(spec)
+            # other backends the pipeline named, so a replay can serve each from the recording
+            run_config["backends"] = {uri: b.name for uri, b in builder.backends.items()}
             with tracer.activate():
-                return await _solve(
-                    task_suite,
-                    build_controller(spec, model, task_suite),
-                    concurrency,
-                    budget,
-                    run_config,
-                    done,
-                )
+                return await _solve(task_suite, built, concurrency, budget, run_config, done)
         finally:
-            await model.aclose()
+            for b in [model, *builder.backends.values()]:
+                await b.aclose()
             if sink is not None:
                 sink.close()
 
@@ -348,7 +357,7 @@ def replay(
 ) -> None:
     """Re-run a recorded run with no model: every backend call is served from the recording.
     Exits 1 if any outcome differs from the recorded one."""
-    from agentic.build import ControllerSpec, build_controller
+    from agentic.pipeline import Builder, validate_spec
     from agentic.runner import run_suite
     from agentic.suites import suite_from_config
     from backends.replay import ReplayBackend
@@ -366,12 +375,19 @@ def replay(
         )
     }
     model = ReplayBackend(path, backend=cfg.get("backend_name"))
-    spec = ControllerSpec.model_validate(cfg["controller"])
+    others = cfg.get("backends", {})
+
+    def recorded_backend(uri: str) -> Any:
+        if uri not in others:
+            raise ConfigError(f"{path} recorded no backend {uri!r}; it has {sorted(others)}")
+        return ReplayBackend(path, backend=others[uri])
+
+    spec = validate_spec(cfg["controller"])
     tasks = [t for t in suite.tasks if t.id in recorded]
     result = asyncio.run(
         run_suite(
             suite,
-            build_controller(spec, model, suite),
+            Builder(model, suite, recorded_backend).build(spec),
             concurrency=cfg.get("concurrency", 16),
             tasks=tasks,
             config=cfg,

@@ -28,7 +28,8 @@ is appended (None: the safe prefix alone). The paper leaves this case to the rou
 stop rather than emit text the model itself judged harmful.
 
 With `inner` (any controller), the inner controller writes a draft first; PSR walks it in pieces
-of about K tokens (cut at whitespace, counted by `backend.count_tokens`) and reflects on each as
+of about K tokens (cut at whitespace; tokens estimated as 4 characters each, not counted by the
+backend, so the cuts are the same on every backend and in a replay) and reflects on each as
 if it had generated it. The first flagged piece is a backtrack like any other: the rest of the
 draft is dropped and `backend` continues from the last safe point. Draft pieces carry no token
 ids, so `penalty` applies to generated chunks only. With R = 0 the inner outcome is returned as
@@ -257,7 +258,7 @@ class ProgressiveSelfReflection:
         pieces, current = [], ""
         for word in re.findall(r"\s*\S+\s*|\s+", text):  # each word with its whitespace
             current += word
-            if self.backend.count_tokens(current) >= self.chunk_tokens:
+            if _estimated_tokens(current) >= self.chunk_tokens:
                 pieces.append(current)
                 current = ""
         return [*pieces, current] if current else pieces
@@ -299,7 +300,7 @@ class ProgressiveSelfReflection:
                 from_draft = bool(pieces)
                 if from_draft:  # the inner controller's draft, piece by piece
                     piece = pieces.popleft()
-                    n = self.backend.count_tokens(piece)
+                    n = _estimated_tokens(piece)
                     gen = Generation(text=piece, finish_reason="length" if pieces else "stop")
                 else:
                     gen = await self._chunk(messages, text, used, calls, resample, penalised)
@@ -351,6 +352,7 @@ class ProgressiveSelfReflection:
         if exhausted and self.refusal is not None:
             output += ("\n\n" if output else "") + self.refusal
         info = {
+            **(draft.info if draft is not None else {}),  # what the inner controller reported
             "rounds": rounds,
             "rounds_source": source,
             "backtracks": backtracks,
@@ -361,3 +363,8 @@ class ProgressiveSelfReflection:
         }
         emit("psr.done", **info)
         return Outcome(task_id=task.id, output=output, usage=usage, error=error, info=info)
+
+
+def _estimated_tokens(text: str) -> int:
+    """About 4 characters per token (BPE on English text): a count every backend agrees on."""
+    return -(-len(text) // 4)

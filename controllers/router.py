@@ -46,6 +46,7 @@ from agentic.core import (
     emit,
 )
 from backends import Backend
+from memory.embedders import Embedder
 
 Mode = Literal["instant", "reasoning", "agentic"]
 MODES: tuple[Mode, ...] = ("instant", "reasoning", "agentic")
@@ -101,12 +102,6 @@ class SelfTagPolicy:
             mode = found.group(0) if found else "reasoning"  # type: ignore[assignment]
             scores, usage = {m: float(m == mode) for m in MODES}, gen.usage
         return RouteDecision(mode=mode, scores=scores, policy="self-tag", usage=usage)
-
-
-class Embedder(Protocol):
-    name: str
-
-    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 _NUM = re.compile(r"\d+")

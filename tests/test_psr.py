@@ -212,16 +212,17 @@ class Drafter:
 
 
 async def test_inner_draft_is_reflected_piece_by_piece_and_regenerated_after_a_flag() -> None:
-    # the scripted backend counts one token per character: K = 8 cuts after 8+ characters
-    drafter = Drafter("first words then BAD words and the rest")
-    backend = Scripted(chunks(lambda prefix, seed: False, n=4))
+    # draft pieces are cut at whitespace once they reach K = 8 tokens of 4 characters each
+    safe, bad = "first words that are fine here. ", "then BAD words come up. words "
+    drafter = Drafter(safe + bad + "and the rest")
+    backend = Scripted(chunks(lambda prefix, seed: False, n=8))
     controller = psr(backend, max_rounds=2, inner=drafter)
-    assert controller.split(drafter.text) == ["first words ", "then BAD ", "words and ", "the rest"]
+    assert controller.split(drafter.text) == [safe, bad, "and the rest"]
     out = await controller(TASK)
-    # "first words " passed; "then BAD " was flagged: the rest of the draft is dropped and the
+    # the safe piece passed; the BAD one was flagged: the rest of the draft is dropped and the
     # backend continues from the safe point (the scripted chunk k counts the spaces so far)
-    assert out.output == "first words ok2 ok3 "
-    assert [r.prefix for r in backend.requests] == ["first words ", "first words ok2 "]
+    assert out.output == safe + "ok6 ok7 "
+    assert [r.prefix for r in backend.requests] == [safe, safe + "ok6 "]
     assert backend.requests[0].params.temperature == 0.7  # a resample after a backtrack
     assert out.info["backtracks"] == 1 and out.info["reflections"] == 4
     assert out.usage.completion_tokens == 7 + 4 + 4  # the draft's cost plus two chunks

@@ -1,0 +1,140 @@
+"""Pipeline specs: parsing (names, YAML, JSON), clear errors, nested builds, and a composed
+pipeline run and replayed through the CLI on the real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scripted import ScriptedBackend
+from test_cli import agentic
+
+from agentic.agent import ToolAgent
+from agentic.build import ControllerSpec
+from agentic.core import ConfigError
+from agentic.pipeline import (
+    AgentSpec,
+    Builder,
+    PSRSpec,
+    RouterSpec,
+    SelfConsistencySpec,
+    parse_spec,
+    validate_spec,
+)
+from agentic.suites import load_suite
+from backends.base import Capabilities
+from controllers import A2FMRouter, CyberVLoop, Direct, ProgressiveSelfReflection, SelfConsistency
+
+COMPOSED = """
+type: psr                 # the router's answer passes progressive self-reflection
+max_rounds: 1
+chunk_tokens: 16
+max_tokens: 48
+inner:
+  type: router
+  policy: self-tag
+  instant: {type: direct, max_tokens: 24}
+  reasoning: {type: sc, n: 2, max_tokens: 32}
+  agentic: {type: agent, tools: [calculator], max_steps: 3}
+"""
+
+
+def test_names_files_and_inline_json_parse_to_the_same_specs(tmp_path: Path) -> None:
+    assert parse_spec("sc") == SelfConsistencySpec(type="sc")
+    assert parse_spec("pf") == ControllerSpec(type="pf")
+    assert parse_spec("router") == RouterSpec(type="router")
+    yaml_file = tmp_path / "p.yaml"
+    yaml_file.write_text(COMPOSED)
+    spec = parse_spec(str(yaml_file))
+    assert isinstance(spec, PSRSpec) and isinstance(spec.inner, RouterSpec)
+    assert spec.inner.reasoning == SelfConsistencySpec(type="sc", n=2, max_tokens=32)
+    assert spec.inner.agentic == AgentSpec(type="agent", tools=("calculator",), max_steps=3)
+    json_file = tmp_path / "p.json"
+    json_file.write_text(json.dumps(spec.model_dump(mode="json")))
+    assert parse_spec(str(json_file)) == spec == parse_spec(json.dumps(spec.model_dump()))
+
+
+def test_recorded_search_specs_still_parse() -> None:
+    # what `agentic run` recorded before pipelines existed: a flat ControllerSpec dump
+    old = ControllerSpec(type="epf", samples=4).model_dump(mode="json")
+    assert validate_spec(old) == ControllerSpec(type="epf", samples=4)
+    assert validate_spec({}) == ControllerSpec()  # no type: direct
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('{"type": "router", "reasoning": {"type": "sc", "n": 0}}', "reasoning.n: Input should"),
+        ('{"type": "psr", "inner": {"type": "nope"}}', "inner: unknown controller type"),
+        ('{"type": "agent", "tools": ["browser"]}', "tools.0: Input should be 'calculator'"),
+        ('{"type": "cyberv", "theta": 2}', "theta: Input should be less than or equal to 1"),
+        ('{"type": "sc", "m": 3}', "m: Extra inputs are not permitted"),
+        ('{"type": ', "inline JSON is invalid"),
+        ("missing.yaml", "not a controller type"),
+    ],
+)
+def test_bad_specs_name_the_field(text: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        parse_spec(text)
+
+
+def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("type: [sc\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        parse_spec(str(bad))
+
+
+def test_nested_specs_build_nested_controllers(tmp_path: Path) -> None:
+    def scripted(text: str) -> ScriptedBackend:
+        b = ScriptedBackend(lambda prefix, j: (text, True))
+        b.capabilities = Capabilities(prefix=True, score=True)  # builds only: never called
+        return b
+
+    backend = scripted("4")
+    suite = load_suite("basic_arithmetic", n=2)
+    loaded: list[str] = []
+
+    def load(uri: str) -> ScriptedBackend:
+        loaded.append(uri)
+        return scripted("judge")
+
+    spec_file = tmp_path / "p.yaml"
+    spec_file.write_text(COMPOSED.replace("max_rounds: 1", "max_rounds: 1\njudge: other:judge"))
+    builder = Builder(backend, suite, load)
+    psr = builder.build(parse_spec(str(spec_file)))
+    assert isinstance(psr, ProgressiveSelfReflection) and loaded == ["other:judge"]
+    router = psr.inner
+    assert isinstance(router, A2FMRouter)
+    assert isinstance(router.modes["instant"], Direct)
+    assert isinstance(router.modes["reasoning"], SelfConsistency)
+    agent = router.modes["agentic"]
+    assert isinstance(agent, ToolAgent) and list(agent.tools) == ["calculator"]
+    assert isinstance(builder.build(parse_spec("cyberv")), CyberVLoop)
+    with pytest.raises(ConfigError, match="search_docs"):
+        builder.build(validate_spec({"type": "agent", "tools": ["search_docs"]}))
+    with pytest.raises(ConfigError, match=r"router\.path"):
+        builder.build(validate_spec({"type": "router", "policy": "learned"}))
+
+
+@pytest.mark.slow
+def test_a_composed_pipeline_runs_and_replays_from_the_cli(tmp_path: Path) -> None:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(COMPOSED)
+    record = tmp_path / "run.jsonl"
+    res = agentic(
+        "run", "--controller", str(spec), "--n", "3", "--record", str(record),
+        "--json", str(tmp_path / "out.json"),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in record.read_text().splitlines()]
+    start = next(e for e in events if e["type"] == "run.start")
+    assert start["payload"]["config"]["controller"]["inner"]["type"] == "router"
+    kinds = {e["type"] for e in events}
+    assert {"router.decision", "psr.rounds", "psr.done"} <= kinds  # both layers ran
+    outcomes = json.loads((tmp_path / "out.json").read_text())["outcomes"]
+    assert len(outcomes) == 3 and all(o["info"].get("mode") for o in outcomes)
+    again = agentic("replay", str(record))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "identical" in again.stdout
