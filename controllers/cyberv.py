@@ -46,6 +46,7 @@ from agentic.core import (
     span,
 )
 from backends import Backend
+from controllers.direct import task_messages
 from search.best_of_n import final_answer
 
 
@@ -101,10 +102,10 @@ class CyberVLoop:
     def _messages(
         self, task: Task, ctx: Context | None, feedback: str | None
     ) -> tuple[Message, ...]:
-        system = self.system_prompt or (ctx.system_prompt if ctx else None)
-        msgs = [Message(role="system", content=system)] if system else []
-        user = task.input if feedback is None else f"{task.input}\n\n{feedback}"
-        return (*msgs, Message(role="user", content=user))
+        *head, user = task_messages(task, ctx, self.system_prompt)
+        if feedback is None:
+            return (*head, user)
+        return (*head, Message(role="user", content=f"{task.input}\n\n{feedback}"))
 
     async def _round(
         self, messages: tuple[Message, ...], greedy: bool, seed: int

@@ -15,6 +15,15 @@ from agentic.core import (
 from backends import Backend
 
 
+def task_messages(
+    task: Task, ctx: Context | None, system_prompt: str | None = None
+) -> tuple[Message, ...]:
+    """The chat a controller starts from: its own system prompt (else the suite's), the task."""
+    system = system_prompt or (ctx.system_prompt if ctx else None)
+    head = (Message(role="system", content=system),) if system else ()
+    return (*head, Message(role="user", content=task.input))
+
+
 class Direct:
     def __init__(
         self,
@@ -31,10 +40,8 @@ class Direct:
         return f"Direct({self.backend.name}, {self.params!r})"
 
     async def __call__(self, task: Task, ctx: Context | None = None) -> Outcome:
-        system = self.system_prompt or (ctx.system_prompt if ctx else None)
-        messages = [Message(role="system", content=system)] if system else []
-        messages.append(Message(role="user", content=task.input))
-        request = GenerateRequest(messages=tuple(messages), params=self.params)
+        messages = task_messages(task, ctx, self.system_prompt)
+        request = GenerateRequest(messages=messages, params=self.params)
         try:
             [[generation, *_]] = await self.backend.generate([request])
         except BudgetExceeded as e:

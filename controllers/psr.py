@@ -68,6 +68,7 @@ from agentic.core import (
     span,
 )
 from backends import Backend
+from controllers.direct import task_messages
 
 
 class ReflectionPrompt(BaseModel):
@@ -188,9 +189,7 @@ class ProgressiveSelfReflection:
 
     def messages(self, task: Task, ctx: Context | None = None) -> tuple[Message, ...]:
         """The chat every generation and in-turn reflection of `task` starts from."""
-        system = self.system_prompt or (ctx.system_prompt if ctx else None)
-        head = (Message(role="system", content=system),) if system else ()
-        return (*head, Message(role="user", content=task.input))
+        return task_messages(task, ctx, self.system_prompt)
 
     def _reflection_requests(
         self, task: Task, messages: tuple[Message, ...], text: str

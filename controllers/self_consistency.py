@@ -16,13 +16,13 @@ from agentic.core import (
     ConfigError,
     Context,
     GenerateRequest,
-    Message,
     Outcome,
     SamplingParams,
     Task,
     Usage,
 )
 from backends import Backend
+from controllers.direct import task_messages
 from search.best_of_n import final_answer
 
 
@@ -49,10 +49,9 @@ class SelfConsistency:
         return f"SelfConsistency({self.backend.name}, n={self.n})"
 
     async def __call__(self, task: Task, ctx: Context | None = None) -> Outcome:
-        system = self.system_prompt or (ctx.system_prompt if ctx else None)
-        msgs = [Message(role="system", content=system)] if system else []
-        msgs.append(Message(role="user", content=task.input))
-        request = GenerateRequest(messages=tuple(msgs), params=self.params)
+        request = GenerateRequest(
+            messages=task_messages(task, ctx, self.system_prompt), params=self.params
+        )
         try:
             [gens] = await self.backend.generate([request])
         except BudgetExceeded as e:
