@@ -1,4 +1,4 @@
-"""The A2FM section of `benchmarks/controllers.py`: the router against each fixed mode, by
+"""The A2FM section of `benchmarks/controller_eval.py`: the router against each fixed mode, by
 cost-of-pass (Chen et al. 2025, "A²FM": cost spent per correct answer), on `MixedSuite`.
 
 Modes: instant = greedy `Direct` (32 tokens); reasoning = `SelfConsistency` (n=4, 64 tokens,

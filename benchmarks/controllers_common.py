@@ -1,4 +1,4 @@
-"""What the sections of `benchmarks/controllers.py` share: running tasks concurrently, tables,
+"""What the sections of `benchmarks/controller_eval.py` share: running tasks concurrently, tables,
 targets, the results file each section writes its part of, and SC@m read off one run of n
 samples."""
 

@@ -1,4 +1,4 @@
-"""The bookkeeping of `benchmarks/controllers.py`: SC@m read off one run of n samples, the
+"""The bookkeeping of `benchmarks/controller_eval.py`: SC@m read off one run of n samples, the
 equal-token interpolation, cost-of-pass, the oracle, the choice of λ, the merged results file,
 and (on the real model) that the samples `SampledSC` reports are the ones it voted over."""
 
@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-# the package first: with benchmarks/ on the path, `controllers` would be the benchmark script
-import controllers  # noqa: F401
 from agentic.core import Outcome, SamplingParams, Task, Usage
 from search.best_of_n import final_answer
 

@@ -17,20 +17,17 @@ Every run puts `--concurrency` tasks in flight, so the backend batches them. Eac
 its part of `results/controllers.json` as soon as it finishes; the summary of targets reads the
 whole file, so sections run separately still meet in one table.
 
-    .venv/bin/python benchmarks/controllers.py [--sections psr,cyberv,a2fm,ead] [--tasks 30]
+    .venv/bin/python benchmarks/controller_eval.py [--sections psr,cyberv,a2fm,ead] [--tasks 30]
 
-The file's name is the issue's. Run as a script, its folder comes first on `sys.path`, where
-`import controllers` would find this file instead of the package: the folder is taken off the
-path while the packages are imported, then put back at the end for the helpers beside it.
+The issue calls this file `benchmarks/controller_eval.py`; under that name it would shadow the
+`controllers` package for every script in this folder (a script's folder comes first on
+`sys.path`), so it is `controller_eval.py`.
 """
 
 from __future__ import annotations
 
-import sys
-
-sys.path.pop(0)  # this script's folder: with it first, `controllers` would be this file
-
 import argparse
+import sys
 import asyncio
 import json
 import time
@@ -38,23 +35,6 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from agentic.core import Controller, Outcome, SamplingParams, Task
-from agentic.runner import run_suite
-from agentic.suites import load_suite
-from backends import Backend, load_backend
-from controllers import (
-    CyberVLoop,
-    Direct,
-    HarmJudge,
-    ProgressiveSelfReflection,
-    RoundPredictor,
-    load_safety_prompts,
-)
-from memory import Embedder, SentenceTransformerEmbedder
-from search.best_of_n import final_answer
-
-sys.path.append(str(Path(__file__).resolve().parent))  # back, for the helpers beside this file
 
 from arithmetic_configs import SUITES
 from controllers_a2fm import a2fm_section
@@ -71,6 +51,21 @@ from controllers_common import (
     sc_curve,
     show,
 )
+
+from agentic.core import Controller, Outcome, SamplingParams, Task
+from agentic.runner import run_suite
+from agentic.suites import load_suite
+from backends import Backend, load_backend
+from controllers import (
+    CyberVLoop,
+    Direct,
+    HarmJudge,
+    ProgressiveSelfReflection,
+    RoundPredictor,
+    load_safety_prompts,
+)
+from memory import Embedder, SentenceTransformerEmbedder
+from search.best_of_n import final_answer
 
 HERE = Path(__file__).resolve().parent
 SAFETY = HERE / "data" / "safety_prompts.jsonl"
