@@ -27,9 +27,9 @@ The issue calls this file `benchmarks/controller_eval.py`; under that name it wo
 from __future__ import annotations
 
 import argparse
-import sys
 import asyncio
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
