@@ -224,10 +224,18 @@ async def test_fork_bomb_is_contained_quickly(sandbox: PythonSandbox) -> None:
     assert result.stdout.strip().encode() not in listing
 
 
+def _refused_without_kernel_layers() -> None:
+    """Where a kernel layer is missing, the layer cannot be tested, but a sandbox that requires
+    kernel isolation must refuse to start, naming what is missing."""
+    with pytest.raises(ConfigError, match="kernel isolation required but missing"):
+        PythonSandbox(require_kernel_isolation=True)
+
+
 async def test_kernel_refuses_what_no_audit_event_covers(sandbox: PythonSandbox) -> None:
     """posix functions without audit events (pidfd_open, pidfd_send_signal) only meet seccomp."""
     if not sandbox.isolation.seccomp:
-        pytest.skip(f"no seccomp here: {sandbox.isolation.detail}")
+        _refused_without_kernel_layers()
+        return
     code = "import os, signal\nsignal.pidfd_send_signal(os.pidfd_open(1), 0)"
     result = await run(sandbox, code)
     assert result.error == "PermissionError: [Errno 1] Operation not permitted"
@@ -265,7 +273,8 @@ async def test_infinite_loop_times_out_and_large_output_is_truncated() -> None:
 def test_namespace_layer_alone_stops_network_and_writes(outside: Path) -> None:
     """Without the audit hook at all: a plain interpreter in the namespaces."""
     if not kernel_isolation().namespaces:
-        pytest.skip(f"no namespaces here: {kernel_isolation().detail}")
+        _refused_without_kernel_layers()
+        return
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.5)
     port = listener.getsockname()[1]
@@ -295,7 +304,8 @@ def test_namespace_layer_alone_stops_network_and_writes(outside: Path) -> None:
 
 def test_seccomp_layer_alone_stops_fork_exec_and_sockets() -> None:
     if not kernel_isolation().seccomp:
-        pytest.skip(f"no seccomp here: {kernel_isolation().detail}")
+        _refused_without_kernel_layers()
+        return
     code = (
         "import os, runpy, socket\n"
         f"runpy.run_path({CHILD_SCRIPT!r}, run_name='child')['lock_down_kernel']()\n"
