@@ -9,7 +9,7 @@ accuracy-vs-tokens curves per suite (`agentic.plot`).
 Controllers, in the order they run (all steps end at "\\n\\n" or after 32 tokens, at most 4
 steps, temperature 0.7): greedy; best-of-N; A* (k=4) with cost mean_gap; particle filtering and
 entropic PF with look-ahead at N=4, then at N=8; A* with cost neglog (the g/h ablation); entropic
-PF without look-ahead (N=8); beam (N=4, width 2).
+PF without look-ahead (N=4, then N=8); beam (N=4, width 2).
 
 Best-of-N is run once, with N=16 samples per task; BoN@n for n = 1, 2, 4, 8, 16 is read off that
 run by splitting the 16 samples into 16/n disjoint groups of n and averaging over the groups
@@ -74,6 +74,7 @@ def controllers(reward: str, head: str | None) -> dict[str, ControllerSpec]:
         "pf-8": ControllerSpec(type="pf", samples=8, **common),
         "epf-8": ControllerSpec(type="epf", samples=8, **common),
         "astar-neglog": ControllerSpec(type="astar", k=4, cost="neglog", **common),
+        "epf-4-no-lookahead": ControllerSpec(type="epf", samples=4, lookahead=False, **common),
         "epf-8-no-lookahead": ControllerSpec(type="epf", samples=8, lookahead=False, **common),
         "beam-4": ControllerSpec(type="beam", samples=4, width=2, **common),
     }
