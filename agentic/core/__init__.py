@@ -9,6 +9,7 @@ from agentic.core.errors import (
     NotSupported,
     ReplayMiss,
     RequestRejected,
+    StoreError,
     StructuredOutputError,
     TraceFormatError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "SamplingParams",
     "ScoreRequest",
     "ScoreResult",
+    "StoreError",
     "StructuredOutputError",
     "Task",
     "TaskSuite",

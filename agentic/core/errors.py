@@ -38,3 +38,8 @@ class StructuredOutputError(AgenticError, ValueError):
 
 class TraceFormatError(AgenticError, ValueError):
     """A trace/recording file has a line that is not a valid event."""
+
+
+class StoreError(AgenticError, ValueError):
+    """A memory store file cannot be used: not SQLite, corrupt, written by another program, or
+    by a newer version. The message names the file; the file is left untouched."""
