@@ -409,6 +409,10 @@ from agentic.cli_inspect import plot_app, trace_app  # noqa: E402
 app.add_typer(trace_app, name="trace")
 app.add_typer(plot_app, name="plot")
 
+from agentic.cli_memory import memory_app  # noqa: E402
+
+app.add_typer(memory_app, name="memory")
+
 
 def _explain(e: ValidationError) -> str:
     parts = []

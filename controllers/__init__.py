@@ -1,6 +1,7 @@
 """Composable controllers: async callables `await controller(task, ctx) -> Outcome` built on
 backends, search and memory. Composition is plain construction."""
 
+from controllers.case_memory import CaseMemoryAgent
 from controllers.cyberv import CyberVLoop
 from controllers.direct import Direct
 from controllers.entropy_switch import EntropyAdaptiveDecoding
@@ -12,6 +13,7 @@ from controllers.self_consistency import SelfConsistency
 
 __all__ = [
     "A2FMRouter",
+    "CaseMemoryAgent",
     "CyberVLoop",
     "Direct",
     "EntropyAdaptiveDecoding",

@@ -34,6 +34,19 @@ BUSY_TIMEOUT_MS = 60_000
 
 def _check_existing(path: Path) -> None:
     """Raise `StoreError` unless `path` is a usable store; reads only."""
+    # A read-only look at a WAL-mode file creates its -wal and -shm files and cannot remove
+    # them; on refusal, remove the ones it created, so a refused file's folder is as it was.
+    # (A -wal that did not exist means no connection had the file open.)
+    created = [q for q in (Path(f"{path}-wal"), Path(f"{path}-shm")) if not q.exists()]
+    try:
+        _check_readonly(path)
+    except StoreError:
+        for q in created:
+            q.unlink(missing_ok=True)
+        raise
+
+
+def _check_readonly(path: Path) -> None:
     with path.open("rb") as f:
         head = f.read(len(SQLITE_HEADER))
     if not head:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ import pytest
 from minilm import minilm
 
 from agentic.core import ConfigError, ModelNotInstalled
-from memory import Embedder, HashingEmbedder, SentenceTransformerEmbedder, l2_normalise
+from memory import (
+    CachedEmbedder,
+    Embedder,
+    HashingEmbedder,
+    SentenceTransformerEmbedder,
+    l2_normalise,
+)
+from memory.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["How do I kill a python process?", "terminate a running python program", "banana bread"]
@@ -43,8 +51,9 @@ def test_hashing_is_deterministic_across_instances_and_processes() -> None:
     )
     assert out.returncode == 0, out.stderr
     np.testing.assert_array_equal(np.array(json.loads(out.stdout), dtype=np.float32), a)
-    # and the seed changes the hashing
+    # and the seed changes the hashing, and the name (caches are keyed by name)
     assert not np.array_equal(HashingEmbedder(dim=32, seed=1).embed_sync(TEXTS), a)
+    assert HashingEmbedder(dim=32, seed=1).name != HashingEmbedder(dim=32).name
 
 
 async def test_hashing_puts_texts_with_shared_words_closer() -> None:
@@ -120,3 +129,108 @@ async def test_minilm_encodes_off_the_event_loop() -> None:
     t.cancel()
     # the loop kept running while the model encoded in its worker thread
     assert ticks >= 3, (ticks, elapsed)
+
+
+# ---- CachedEmbedder ------------------------------------------------------------------------
+
+
+class Counting:
+    """An embedder that records every batch it is asked to embed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls: list[list[str]] = []
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        return await self.inner.embed(texts)
+
+
+async def test_cached_embedder_sends_only_distinct_misses_in_one_batch() -> None:
+    inner = Counting(HashingEmbedder(dim=32))
+    e = CachedEmbedder(inner)
+    assert isinstance(e, Embedder) and e.dim == 32 and e.name == "hashing-32"
+    direct = HashingEmbedder(dim=32).embed_sync(["a b", "c d", "e f"])
+    x = await e.embed(["a b", "c d", "a b"])
+    assert inner.calls == [["a b", "c d"]]
+    np.testing.assert_array_equal(x, direct[[0, 1, 0]])
+    y = await e.embed(["c d", "e f", "e f", "a b"])
+    assert inner.calls == [["a b", "c d"], ["e f"]]
+    np.testing.assert_array_equal(y, direct[[1, 2, 2, 0]])
+    assert (e.hits, e.misses) == (4, 3)
+    await e.embed(["a b"])
+    assert len(inner.calls) == 2  # a full hit does not call inner at all
+    assert (await e.embed([])).shape == (0, 32)
+    # what callers get is theirs: changing it does not change the cache
+    y[:] = 0
+    np.testing.assert_array_equal(await e.embed(["c d"]), direct[[1]])
+
+
+async def test_cached_embedder_lru_keeps_the_most_recent() -> None:
+    inner = Counting(HashingEmbedder(dim=16))
+    e = CachedEmbedder(inner, max_items=2)
+    await e.embed(["a", "b", "c"])  # "a" falls out
+    await e.embed(["b"])  # "b" becomes the most recent; "c" is next out
+    assert inner.calls == [["a", "b", "c"]]
+    await e.embed(["a"])  # a miss again; evicts "c"
+    await e.embed(["b", "a"])
+    assert inner.calls == [["a", "b", "c"], ["a"]]
+    await e.embed(["c"])
+    assert inner.calls[-1] == ["c"]
+
+
+async def test_cached_embedder_persists_in_the_store_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "mem.db"
+    texts = ["reverse a list", "sort a dict by value", "reverse a list", "read a csv"]
+    conn = open_store(path)
+    first = Counting(HashingEmbedder(dim=64))
+    x = await CachedEmbedder(first, conn=conn).embed(texts)
+    conn.close()
+    assert first.calls == [["reverse a list", "sort a dict by value", "read a csv"]]
+
+    conn = open_store(path)  # a new process, in effect: empty memory, same file
+    second = Counting(HashingEmbedder(dim=64))
+    again = CachedEmbedder(second, conn=conn)
+    np.testing.assert_array_equal(await again.embed(texts), x)
+    assert second.calls == [] and again.hits == 4
+    # another embedder sharing the file gets its own entries (the key includes its name)
+    other = Counting(HashingEmbedder(dim=32))
+    z = await CachedEmbedder(other, conn=conn).embed(texts[:2])
+    assert other.calls == [texts[:2]] and z.shape == (2, 32)
+    rows = conn.execute("SELECT COUNT(*), COUNT(DISTINCT dim) FROM embedding_cache").fetchone()
+    assert rows == (5, 2)
+    # a damaged row is a miss, re-embedded and rewritten
+    conn.execute("UPDATE embedding_cache SET vector = x'00' WHERE dim = 32")
+    third = Counting(HashingEmbedder(dim=32))
+    np.testing.assert_array_equal(await CachedEmbedder(third, conn=conn).embed(texts[:2]), z)
+    assert third.calls == [texts[:2]]
+    conn.close()
+
+
+def test_cached_embedder_bad_arguments() -> None:
+    with pytest.raises(ConfigError, match="max_items must be an int >= 0, got -1"):
+        CachedEmbedder(HashingEmbedder(), max_items=-1)
+    with pytest.raises(ConfigError, match="must be an Embedder, got str \\(no 'name'\\)"):
+        CachedEmbedder("minilm")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+async def test_cached_minilm_vectors_equal_uncached(tmp_path: Path) -> None:
+    distinct = ["How do I undo a git commit?", "banana bread recipe"]
+    texts = [*distinct, distinct[0]]
+    plain = await minilm().embed(distinct)
+    conn = open_store(tmp_path / "mem.db")
+    cached = CachedEmbedder(minilm(), conn=conn)
+    np.testing.assert_array_equal(await cached.embed(texts), plain[[0, 1, 0]])
+    np.testing.assert_array_equal(await cached.embed(distinct[::-1]), plain[::-1])
+    # after a restart the store answers, and a fresh MiniLM is never loaded
+    fresh = SentenceTransformerEmbedder()
+    restarted = CachedEmbedder(fresh, conn=conn)
+    np.testing.assert_array_equal(await restarted.embed(texts), plain[[0, 1, 0]])
+    assert fresh._model is None and restarted.hits == 3
+    conn.close()
