@@ -1,6 +1,7 @@
 """Composable controllers: async callables `await controller(task, ctx) -> Outcome` built on
 backends, search and memory. Composition is plain construction."""
 
+from controllers.ace import ACE
 from controllers.case_memory import CaseMemoryAgent
 from controllers.cyberv import CyberVLoop
 from controllers.direct import Direct
@@ -12,6 +13,7 @@ from controllers.router import A2FMRouter, LearnedPolicy, RouteRecord, SelfTagPo
 from controllers.self_consistency import SelfConsistency
 
 __all__ = [
+    "ACE",
     "A2FMRouter",
     "CaseMemoryAgent",
     "CyberVLoop",

@@ -11,17 +11,41 @@ from memory.embedders import (
     SentenceTransformerEmbedder,
     l2_normalise,
 )
+from memory.playbook import (
+    AddOp,
+    Bullet,
+    DeleteOp,
+    DeltaOp,
+    LogEntry,
+    MergeOp,
+    Playbook,
+    PlaybookOpError,
+    PlaybookSnapshot,
+    TagOp,
+    UpdateOp,
+)
 from memory.vector_index import VectorIndex
 
 __all__ = [
+    "AddOp",
+    "Bullet",
     "CachedEmbedder",
     "Case",
     "CaseBank",
     "CaseHit",
     "CasePolicy",
+    "DeleteOp",
+    "DeltaOp",
     "Embedder",
     "HashingEmbedder",
+    "LogEntry",
+    "MergeOp",
+    "Playbook",
+    "PlaybookOpError",
+    "PlaybookSnapshot",
     "SentenceTransformerEmbedder",
+    "TagOp",
+    "UpdateOp",
     "VectorIndex",
     "l2_normalise",
 ]
