@@ -334,6 +334,7 @@ def run(
             with tracer.activate():
                 return await _solve(task_suite, built, concurrency, budget, run_config, done)
         finally:
+            await builder.aclose()
             for b in [model, *builder.backends.values()]:
                 await b.aclose()
             if sink is not None:
@@ -357,7 +358,7 @@ def replay(
 ) -> None:
     """Re-run a recorded run with no model: every backend call is served from the recording.
     Exits 1 if any outcome differs from the recorded one."""
-    from agentic.pipeline import Builder, validate_spec
+    from agentic.pipeline import Builder, memory_nodes, validate_spec
     from agentic.runner import run_suite
     from agentic.suites import suite_from_config
     from backends.replay import ReplayBackend
@@ -383,6 +384,12 @@ def replay(
         return ReplayBackend(path, backend=others[uri])
 
     spec = validate_spec(cfg["controller"])
+    if memory := memory_nodes(spec):
+        raise ConfigError(
+            f"{path} ran a pipeline with memory ({', '.join(memory)}): its prompts depend on "
+            "what the memory held at each step, which the store no longer holds; replay is "
+            "not supported for it"
+        )
     tasks = [t for t in suite.tasks if t.id in recorded]
     result = asyncio.run(
         run_suite(

@@ -23,7 +23,7 @@ the validated spec, so `agentic replay` and `--resume` rebuild the same pipeline
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -100,6 +100,36 @@ class RouterSpec(_Node):
     agentic: PipelineSpec = Field(default_factory=lambda: AgentSpec(type="agent"))
 
 
+class ACESpec(_Node):
+    type: Literal["ace"]
+    store: str = Field(description="SQLite file holding the playbook (created if missing)")
+    playbook: str = Field(default="default", description="the playbook's name in the store")
+    learn: bool = Field(default=True, description="learn from each task after answering it")
+    reflector: str | None = Field(default=None, description="backend URI of reflector/curator")
+    playbook_tokens: int = Field(default=1024, ge=0)
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="the generator's tokens; none: ACE's default"
+    )
+    embedder: Literal["minilm", "hashing"] | None = Field(
+        default="minilm", description="deduplicates new bullets; none: no deduplication"
+    )
+
+
+class CaseMemorySpec(_Node):
+    type: Literal["cases"]
+    store: str = Field(description="SQLite file holding the case bank (created if missing)")
+    bank: str = Field(default="default", description="the bank's name in the store")
+    selection: Literal["similarity", "q"] = "similarity"
+    k: int = Field(default=2, ge=1, description="cases of each label shown to the planner")
+    executor: PipelineSpec = Field(default_factory=lambda: AgentSpec(type="agent"))
+    write: bool = Field(default=True, description="write each task's case back")
+    learn: bool = Field(default=True, description="train the selection policy online")
+    embedder: Literal["minilm", "hashing"] = "minilm"
+
+
+_TAGS = ("sc", "cyberv", "agent", "psr", "ead", "router", "ace", "cases")
+
+
 def _tag(value: Any) -> str:
     kind = value.get("type", "direct") if isinstance(value, dict) else getattr(value, "type", None)
     return "search" if kind in SEARCH_TYPES else str(kind)
@@ -112,18 +142,21 @@ PipelineSpec = Annotated[
     | Annotated[AgentSpec, Tag("agent")]
     | Annotated[PSRSpec, Tag("psr")]
     | Annotated[EADSpec, Tag("ead")]
-    | Annotated[RouterSpec, Tag("router")],
+    | Annotated[RouterSpec, Tag("router")]
+    | Annotated[ACESpec, Tag("ace")]
+    | Annotated[CaseMemorySpec, Tag("cases")],
     Discriminator(
         _tag,
         custom_error_type="controller_type",
         custom_error_message="unknown controller type; the types are "
-        + ", ".join(sorted(SEARCH_TYPES | {"sc", "cyberv", "agent", "psr", "ead", "router"})),
+        + ", ".join(sorted(SEARCH_TYPES | set(_TAGS))),
     ),
 ]
-for _model in (PSRSpec, RouterSpec):
+for _model in (PSRSpec, RouterSpec, CaseMemorySpec):
     _model.model_rebuild()
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(PipelineSpec)
-NODE_TYPES = sorted(SEARCH_TYPES | {"sc", "cyberv", "agent", "psr", "ead", "router"})
+NODE_TYPES = sorted(SEARCH_TYPES | set(_TAGS))
+MEMORY_TYPES = {"ace", "cases"}
 
 
 def validate_spec(data: Any) -> Any:
@@ -131,13 +164,29 @@ def validate_spec(data: Any) -> Any:
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as e:
-        tags = {"search", "sc", "cyberv", "agent", "psr", "ead", "router"}
+        tags = {"search", *_TAGS}
         problems = [
             # the union's tag is part of pydantic's path ("router.reasoning.sc.n"): leave it out
             f"{'.'.join(str(p) for p in err['loc'] if p not in tags) or 'type'}: {err['msg']}"
             for err in e.errors()
         ]
         raise ConfigError("bad controller spec: " + "; ".join(problems)) from None
+
+
+def memory_nodes(spec: Any) -> list[str]:
+    """Paths of the nodes of `spec` that read and write a memory store ("controller.inner")."""
+    found = []
+
+    def walk(node: Any, path: str) -> None:
+        if getattr(node, "type", None) in MEMORY_TYPES:
+            found.append(path)
+        for field in ("inner", "instant", "reasoning", "agentic", "executor"):
+            child = getattr(node, field, None)
+            if isinstance(child, BaseModel):
+                walk(child, f"{path}.{field}")
+
+    walk(spec, "controller")
+    return found
 
 
 def parse_spec(text: str) -> Any:
@@ -178,6 +227,12 @@ class Builder:
     def __init__(self, backend: Backend, suite: TaskSuite, load: Callable[[str], Backend]) -> None:
         self.backend, self.suite, self._load = backend, suite, load
         self.backends: dict[str, Backend] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def aclose(self) -> None:
+        """Finish what memory controllers still have to learn, then close their stores."""
+        while self._closers:
+            await self._closers.pop()()
 
     def other(self, uri: str) -> Backend:
         if not uri:
@@ -227,6 +282,10 @@ class Builder:
             )
         if isinstance(spec, RouterSpec):
             return self._router(spec)
+        if isinstance(spec, ACESpec):
+            return self._ace(spec)
+        if isinstance(spec, CaseMemorySpec):
+            return self._cases(spec)
         raise ConfigError(f"unknown controller spec {spec!r}")
 
     def _agent(self, spec: AgentSpec) -> Controller:
@@ -289,6 +348,63 @@ class Builder:
             agentic=self.build(spec.agentic),
             policy=policy,
         )
+
+    def _ace(self, spec: ACESpec) -> Controller:
+        from controllers.ace import ACE
+        from memory.playbook import Playbook
+
+        conn = _store(spec.store, "ace")
+        playbook = Playbook(conn, name=spec.playbook, embedder=_embedder(spec.embedder))
+        ace = ACE(
+            self.backend,
+            playbook,
+            reflector=self.other(spec.reflector) if spec.reflector else None,
+            checker=self.suite.check,
+            playbook_tokens=spec.playbook_tokens,
+            generator_params=(
+                SamplingParams(temperature=0.0, max_tokens=spec.max_tokens)
+                if spec.max_tokens
+                else None
+            ),
+            system_prompt=self.suite.system_prompt,
+            learn=spec.learn,
+        )
+
+        async def close() -> None:
+            await ace.aclose()
+            conn.close()
+
+        self._closers.append(close)
+        return ace
+
+    def _cases(self, spec: CaseMemorySpec) -> Controller:
+        from controllers.case_memory import CaseMemoryAgent
+        from memory.case_bank import CaseBank
+
+        bank = CaseBank.open(_path(spec.store, "cases"), _embedder(spec.embedder), spec.bank)
+        self._closers.append(bank.aclose)
+        return CaseMemoryAgent(
+            self.backend,
+            self.build(spec.executor),
+            bank,
+            checker=self.suite.check,
+            selection=spec.selection,
+            k=spec.k,
+            write=spec.write,
+            learn=spec.learn,
+        )
+
+
+def _path(path: str, node: str) -> Path:
+    if not path:
+        raise ConfigError(f"{node}.store: give the SQLite file that holds the memory")
+    return Path(path).expanduser()
+
+
+def _store(path: str, node: str) -> Any:
+    from memory.store import open_store
+
+    return open_store(_path(path, node))
 
 
 def _embedder(name: str | None) -> Any:

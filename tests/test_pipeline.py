@@ -3,6 +3,7 @@ pipeline run and replayed through the CLI on the real model."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -12,19 +13,28 @@ from test_cli import agentic
 
 from agentic.agent import ToolAgent
 from agentic.build import ControllerSpec
-from agentic.core import ConfigError
+from agentic.core import ConfigError, StoreError
 from agentic.pipeline import (
     AgentSpec,
     Builder,
     PSRSpec,
     RouterSpec,
     SelfConsistencySpec,
+    memory_nodes,
     parse_spec,
     validate_spec,
 )
 from agentic.suites import load_suite
 from backends.base import Capabilities
-from controllers import A2FMRouter, CyberVLoop, Direct, ProgressiveSelfReflection, SelfConsistency
+from controllers import (
+    ACE,
+    A2FMRouter,
+    CaseMemoryAgent,
+    CyberVLoop,
+    Direct,
+    ProgressiveSelfReflection,
+    SelfConsistency,
+)
 
 COMPOSED = """
 type: psr                 # the router's answer passes progressive self-reflection
@@ -138,3 +148,64 @@ def test_a_composed_pipeline_runs_and_replays_from_the_cli(tmp_path: Path) -> No
     again = agentic("replay", str(record))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "identical" in again.stdout
+
+
+def test_memory_nodes_build_on_their_stores_and_close_them(tmp_path: Path) -> None:
+    backend = ScriptedBackend(lambda prefix, j: ("4", True))
+    suite = load_suite("basic_arithmetic", n=2)
+    store = tmp_path / "memory.db"
+    spec = validate_spec(
+        {
+            "type": "cases",
+            "store": str(store),
+            "embedder": "hashing",
+            "executor": {"type": "ace", "store": str(store), "embedder": "hashing", "learn": False},
+        }
+    )
+    assert memory_nodes(spec) == ["controller", "controller.executor"]
+    builder = Builder(backend, suite, lambda uri: backend)
+    agent = builder.build(spec)
+    assert isinstance(agent, CaseMemoryAgent) and agent.bank.name == "default"
+    assert isinstance(agent.executor, ACE) and agent.executor.online_learning is False
+    asyncio.run(builder.aclose())
+    # the last connection to close checkpoints the write-ahead log and removes it
+    assert store.exists() and not Path(f"{store}-wal").exists()
+    with pytest.raises(ConfigError, match=r"store: Field required"):
+        validate_spec({"type": "ace"})
+    with pytest.raises(ConfigError, match=r"executor.*unknown controller type"):
+        validate_spec({"type": "cases", "store": "x.db", "executor": {"type": "nope"}})
+    foreign = tmp_path / "foreign.db"
+    foreign.write_bytes(b"not a database at all")
+    with pytest.raises(StoreError, match="not an SQLite file"):
+        Builder(backend, suite, lambda uri: backend).build(
+            validate_spec({"type": "ace", "store": str(foreign)})
+        )
+    assert foreign.read_bytes() == b"not a database at all"
+
+
+@pytest.mark.slow
+def test_case_memory_pipeline_learns_across_runs_from_the_cli(tmp_path: Path) -> None:
+    """Two `agentic run`s on one store: the second run's plans see the first run's cases;
+    replay refuses a pipeline with memory."""
+    store = tmp_path / "cases.db"
+    spec = json.dumps(
+        {
+            "type": "cases",
+            "store": str(store),
+            "embedder": "hashing",
+            "executor": {"type": "direct", "max_tokens": 16},
+        }
+    )
+    record = tmp_path / "run.jsonl"
+    first = agentic("run", "--controller", spec, "--n", "2", "--record", str(record))
+    assert first.returncode == 0, first.stderr
+    listing = agentic("memory", "ls", str(store))
+    assert listing.returncode == 0 and listing.stdout.count("\n") >= 2, listing.stderr
+    second = agentic("run", "--controller", spec, "--n", "2", "--seed", "1", "--json",
+                     str(tmp_path / "out.json"))  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    outcomes = json.loads((tmp_path / "out.json").read_text())["outcomes"]
+    retrieved = [o["info"]["retrieved"] for o in outcomes]
+    assert all(r["positive"] or r["negative"] for r in retrieved)  # the first run's cases
+    again = agentic("replay", str(record))
+    assert again.returncode != 0 and "memory" in again.stdout + again.stderr
