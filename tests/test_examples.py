@@ -1,10 +1,11 @@
 """The runnable examples in examples/ stay runnable.
 
-Each example takes 13-50 s on the real model on a busy 2-core machine, about four minutes for
-all seven: too much for the CI budget. So the slow tests run two of them as real programs in
+Each example takes 10-80 s on the real model on a busy 2-core machine, several minutes for all
+ten: too much for the CI budget. So the tests run three of them as real programs in
 subprocesses: the composed pipeline (PSR over an A2FM router over Direct, self-consistency and
-a ToolAgent, from examples/pipeline.yaml) and the tool agent. Every example is checked for its
-documented run command, and the pipeline spec for still validating and building.
+a ToolAgent, from examples/pipeline.yaml), the tool agent and the playbook (MiniLM, no language
+model). Every example is checked for its documented run command, and the pipeline spec for
+still validating and building.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ SCRIPTS = [
     "router",
     "entropy_switch",
     "pipeline",
+    "playbook",
+    "ace",
+    "case_memory",
 ]
 
 
@@ -97,3 +101,12 @@ def test_the_tool_agent_example_uses_each_tool_and_reads_its_result() -> None:
     assert "python(" in out and "observation: '12'" in out
     assert 'fahrenheit({"celsius": 37})' in out and "observation: '98.6'" in out
     assert out.count("\nA: ") == 3
+
+
+def test_the_playbook_example_merges_refuses_and_logs() -> None:
+    out = run_example("playbook")  # MiniLM only, no language model: about 10 s
+    assert "paraphrase: deduplicated into str-00001" in out
+    assert "refused: op 1 (TAG): no bullet 'nope'" in out
+    assert "[str-00001] (helpful 1, harmful 0) Multiply first; estimate." in out
+    log = [line.split()[1] for line in out.split("operation log:")[1].splitlines() if line.strip()]
+    assert log == ["added", "added", "deduplicated", "added", "tagged", "tagged", "merged"]
