@@ -36,6 +36,9 @@ class ControllerSpec(BaseModel):
     )
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
     lookahead: bool = Field(default=True, description="epf: weigh by a one-step look-ahead")
+    weight_temperature: float = Field(
+        default=1.0, gt=0.0, description="pf/epf: T in w ∝ exp(logit(r)/T); lower is sharper"
+    )
     seed: int = 0
 
 
@@ -68,7 +71,7 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
         reward = JudgeReward(backend)
     else:
         reward = _head_reward(spec, backend, steps)
-    agg, seed = spec.aggregation, spec.seed
+    agg, seed, weight_t = spec.aggregation, spec.seed, spec.weight_temperature
     if spec.type == "bon":
         return BestOfN(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
     if spec.type == "beam":
@@ -76,10 +79,18 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
             steps, reward, n=spec.samples, width=spec.width, aggregation=agg, seed=seed
         )
     if spec.type == "pf":
-        return ParticleFilter(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
+        return ParticleFilter(
+            steps, reward, n=spec.samples, aggregation=agg, seed=seed, temperature=weight_t
+        )
     if spec.type == "epf":
         return EntropicParticleFilter(
-            steps, reward, n=spec.samples, aggregation=agg, seed=seed, lookahead=spec.lookahead
+            steps,
+            reward,
+            n=spec.samples,
+            aggregation=agg,
+            seed=seed,
+            temperature=weight_t,
+            lookahead=spec.lookahead,
         )
     return AStarDecoding(steps, reward, k=spec.k, cost=spec.cost, seed=seed)
 

@@ -9,7 +9,9 @@ accuracy-vs-tokens curves per suite (`agentic.plot`).
 Controllers, in the order they run (all steps end at "\\n\\n" or after 32 tokens, at most 4
 steps, temperature 0.7): greedy; best-of-N; A* (k=4) with cost mean_gap; particle filtering and
 entropic PF with look-ahead at N=4, then at N=8; A* with cost neglog (the g/h ablation); entropic
-PF without look-ahead (N=4, then N=8); beam (N=4, width 2).
+PF without look-ahead (N=4, then N=8); beam (N=4, width 2); PF and ePF at N=4 with sharper
+particle weights (weight temperature 0.2: with the judge's nearly flat scores, the default 1.0
+never lets the population collapse, so neither filter ever resamples).
 
 Best-of-N is run once, with N=16 samples per task; BoN@n for n = 1, 2, 4, 8, 16 is read off that
 run by splitting the 16 samples into 16/n disjoint groups of n and averaging over the groups
@@ -77,6 +79,10 @@ def controllers(reward: str, head: str | None) -> dict[str, ControllerSpec]:
         "epf-4-no-lookahead": ControllerSpec(type="epf", samples=4, lookahead=False, **common),
         "epf-8-no-lookahead": ControllerSpec(type="epf", samples=8, lookahead=False, **common),
         "beam-4": ControllerSpec(type="beam", samples=4, width=2, **common),
+        # the judge's scores are nearly flat (p = 0.42 ± 0.07): at T = 1 the weights never
+        # collapse, so PF never resamples; T = 0.2 makes resampling and annealing happen
+        "pf-4-sharp": ControllerSpec(type="pf", samples=4, weight_temperature=0.2, **common),
+        "epf-4-sharp": ControllerSpec(type="epf", samples=4, weight_temperature=0.2, **common),
     }
 
 
@@ -307,11 +313,12 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 out[f"astar-{cost} reaches BoN@16 accuracy with <= 1/3 of its tokens"] = bool(
                     a["accuracy"] >= bon16["accuracy"] and a["tokens"] <= bon16["tokens"] / 3
                 )
-    for n in (4, 8):
-        pf = next((r for r in rows if r["controller"] == f"pf-{n}"), None)
-        epf = next((r for r in rows if r["controller"] == f"epf-{n}"), None)
+    for n, sharp in ((4, ""), (8, ""), (4, "-sharp")):
+        pf = next((r for r in rows if r["controller"] == f"pf-{n}{sharp}"), None)
+        epf = next((r for r in rows if r["controller"] == f"epf-{n}{sharp}"), None)
         if pf and epf:
-            out[f"epf >= pf at N={n}"] = bool(epf["accuracy"] >= pf["accuracy"])
+            weights = " (weight temperature 0.2)" if sharp else ""
+            out[f"epf >= pf at N={n}{weights}"] = bool(epf["accuracy"] >= pf["accuracy"])
     return out
 
 

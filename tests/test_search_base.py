@@ -160,6 +160,22 @@ def test_a_head_reward_needs_a_path_and_a_local_model() -> None:
         build_controller(spec, backend, suite)
 
 
+def test_the_weight_temperature_reaches_both_particle_filters() -> None:
+    from pydantic import ValidationError
+
+    from agentic.build import ControllerSpec, build_controller
+    from agentic.suites import load_suite
+
+    suite = load_suite("basic_arithmetic", n=1, seed=0)
+    backend = ScriptedBackend(lambda prefix, j: ("1", True))
+    for kind in ("pf", "epf"):
+        built = build_controller(ControllerSpec(type=kind, weight_temperature=0.2), backend, suite)
+        assert built.temperature == 0.2  # type: ignore[attr-defined]
+        assert build_controller(ControllerSpec(type=kind), backend, suite).temperature == 1.0  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError, match="weight_temperature"):
+        ControllerSpec(type="pf", weight_temperature=0.0)
+
+
 async def test_rate_asks_a_prefix_only_prm_about_whole_texts_under_last() -> None:
     from search.rewards import rate
 
