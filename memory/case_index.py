@@ -18,30 +18,19 @@ Not thread-safe by itself: `CaseBank` calls it under its lock.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from agentic.core import ConfigError, StoreError
-from memory.store import write_txn
+from memory.store import read_txn, write_txn
 
 if TYPE_CHECKING:
     from memory.vector_index import VectorIndex
 
 Vector = npt.NDArray[np.float32]
-
-
-@contextmanager
-def read_txn(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One read transaction: every query inside sees the same committed state."""
-    conn.execute("BEGIN")
-    try:
-        yield conn
-    finally:
-        conn.execute("COMMIT")
 
 
 def blob_vector(blob: bytes, dim: int) -> Vector:

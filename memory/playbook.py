@@ -63,7 +63,7 @@ from memory.playbook_ops import (
     parse_ops,
     render_bullets,
 )
-from memory.store import open_store, write_txn
+from memory.store import open_store, read_txn, write_txn
 
 __all__ = [
     "DEFAULT_SECTIONS",
@@ -287,7 +287,7 @@ class Playbook:
         return await asyncio.to_thread(self._refresh_sync)
 
     def _refresh_sync(self) -> bool:
-        with self._lock, db.read_txn(self._conn) as conn:
+        with self._lock, read_txn(self._conn) as conn:
             if db.read_meta(conn, self.name).version == self._state.meta.version:
                 return False
             self._state = db.load_state(conn, self.name)
@@ -313,7 +313,7 @@ class Playbook:
         """A `PlaybookSnapshot` as JSON: bullets, id counter and, with `log`, the whole log."""
 
         def read() -> PlaybookSnapshot:
-            with self._lock, db.read_txn(self._conn) as conn:
+            with self._lock, read_txn(self._conn) as conn:
                 state = db.load_state(conn, self.name)
                 entries = db.read_log(conn, self.name) if log else None
             return PlaybookSnapshot(

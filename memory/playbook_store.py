@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
@@ -62,16 +61,6 @@ def conn_lock(conn: sqlite3.Connection) -> threading.Lock:
     weak references, hence the registry by id)."""
     with _REGISTRY:
         return _CONN_LOCKS.setdefault(id(conn), threading.Lock())
-
-
-@contextmanager
-def read_txn(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Several SELECTs that see one committed state (a WAL read snapshot)."""
-    conn.execute("BEGIN")
-    try:
-        yield conn
-    finally:
-        conn.execute("COMMIT")
 
 
 def create(conn: sqlite3.Connection, name: str, sections: Mapping[str, str]) -> State:

@@ -11,6 +11,7 @@ each creates its own tables on first use. What every component gets from here:
 - `write_txn(conn)`: one `BEGIN IMMEDIATE` transaction. Taking the write lock at the start means
   a read-modify-write inside it sees the latest committed state, so two processes applying
   updates to one store serialise and lose nothing. A transaction that raises is rolled back.
+- `read_txn(conn)`: several reads that see one committed state.
 
 Durability: WAL with `synchronous=NORMAL` keeps every committed transaction through a crash of
 the process (`kill -9`); only a power loss can drop the last few. Pass `durable=True` for
@@ -121,3 +122,13 @@ def write_txn(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def read_txn(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Several SELECTs that see one committed state (a WAL read snapshot)."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
