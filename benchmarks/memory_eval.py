@@ -14,9 +14,8 @@ Methods (`--methods`, comma-separated):
   calculator (`--executor direct` swaps in `Direct`), writing each training task's case back;
   non-parametric retrieval by similarity, or the Q-policy's softmax selection trained online.
 
-`--backend` takes any backend URI, so a stronger model plugs in unchanged. Also measured, with
-no model calls: `growth`, the rendered size of a playbook after 500 updates against its token
-budget (counted with the backend's tokenizer when it has one).
+`--backend` takes any backend URI, so a stronger model plugs in unchanged. The playbook's size
+against its token budget over 500 updates is `benchmarks/playbook_render.py`.
 
     .venv/bin/python benchmarks/memory_eval.py [--train 10 --test 30 --rounds 3]
 
@@ -29,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import tempfile
 import time
 from collections.abc import Sequence
@@ -49,7 +47,6 @@ from backends import Backend, load_backend
 from controllers import ACE, CaseMemoryAgent, Direct
 from memory import CaseBank, CasePolicy, Playbook
 from memory.embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from memory.playbook import AddOp, TagOp
 
 RESULTS = Path(__file__).parent / "results" / "memory.json"
 METHODS = ("none", "ace", "cases-sim", "cases-q")
@@ -197,40 +194,6 @@ async def rounds(args: argparse.Namespace, backend: Backend, embedder: Embedder)
     return {"train": len(train), "test": len(test), "rows": rows, "store": str(folder)}
 
 
-async def growth(backend: Backend, updates: int, budget: int) -> dict[str, Any]:
-    """500 updates of ADDs and TAGs (no dedup) against one playbook; after each, the rendered
-    playbook's tokens; the largest must stay under the budget."""
-    rng = random.Random(0)
-    playbook = Playbook(dedup_threshold=None)
-    sections = list(playbook.sections)
-    most = 0
-    for i in range(updates):
-        ids = [b.id for b in playbook.bullets]
-        if ids and rng.random() < 0.4:
-            op: Any = TagOp(id=rng.choice(ids), tag=rng.choice(["helpful", "harmful", "neutral"]))
-        else:
-            words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 24)))
-            op = AddOp(section=rng.choice(sections), content=f"Update {i}: {words}.")
-        await playbook.apply([op])
-        rendered = playbook.render(budget, count_tokens=backend.count_tokens)
-        most = max(most, backend.count_tokens(rendered))
-    full = backend.count_tokens(playbook.render(10**9, count_tokens=backend.count_tokens))
-    return {
-        "updates": updates,
-        "bullets": len(playbook),
-        "budget_tokens": budget,
-        "max_rendered_tokens": most,
-        "unbudgeted_tokens": full,
-        "under_budget": most <= budget,
-    }
-
-
-WORDS = (
-    "check carry digits sign order operations multiply divide add subtract first then verify "
-    "result remainder negative decimal round estimate parentheses left right terms answer"
-).split()
-
-
 def show(rows: list[dict[str, Any]], rounds_: int) -> None:
     t = Table(title="accuracy per round (test split; memory frozen while testing)")
     t.add_column("method")
@@ -255,8 +218,6 @@ async def main_async(args: argparse.Namespace) -> None:
         SentenceTransformerEmbedder() if args.embedder == "minilm" else HashingEmbedder()
     )
     report: dict[str, Any] = {"args": vars(args)}
-    report["growth"] = await growth(backend, 500, args.playbook_tokens)
-    console.print(report["growth"])
     if args.rounds >= 0 and args.methods:
         report["rounds"] = await rounds(args, backend, embedder)
         show(report["rounds"]["rows"], args.rounds)
@@ -277,7 +238,6 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--executor", choices=["agent", "direct"], default="agent")
     ap.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm")
-    ap.add_argument("--playbook-tokens", type=int, default=1024)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     asyncio.run(main_async(args))
