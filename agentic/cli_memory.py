@@ -6,7 +6,7 @@ travel with their stored vectors. Reading commands never create a store or a ban
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
@@ -54,13 +54,6 @@ def _bank(store: Path, name: str, *, create: bool = False) -> Iterator[CaseBank]
         conn.close()
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    async def go() -> T:
-        return await work()
-
-    return asyncio.run(go())
-
-
 def _preview(text: str, n: int) -> str:
     one = " ".join(text.split())
     return one if len(one) <= n else one[: n - 1] + "…"
@@ -80,8 +73,8 @@ def ls(
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     want = None if label == "all" else label == "success"
     with _bank(store, bank) as b:
-        total = _run(lambda: b.count(label=want))
-        cases = _run(lambda: b.list(label=want, limit=limit, offset=max(0, total - limit)))
+        total = asyncio.run(b.count(label=want))
+        cases = asyncio.run(b.list(label=want, limit=limit, offset=max(0, total - limit)))
     table = Table(title=f"{store} · bank {bank!r} · {total} case(s)")
     for col in ("id", "label", "reward", "created (UTC)", "task"):
         table.add_column(col, no_wrap=col != "task", overflow="fold")
@@ -102,7 +95,7 @@ def show(
 ) -> None:
     """Print one case in full."""
     with _bank(store, bank) as b:
-        case = _run(lambda: b.get(case_id))
+        case = asyncio.run(b.get(case_id))
     if case is None:
         raise ConfigError(f"bank {bank!r} of {store} has no case with id {case_id!r}")
     table = Table(title=f"case {case.id}", show_header=False)
@@ -121,11 +114,11 @@ def rm(
 ) -> None:
     """Delete cases by id. Nothing is deleted if any id is unknown."""
     with _bank(store, bank) as b:
-        found = {c.id for c in _run(lambda: b.list(ids=case_ids))}
+        found = {c.id for c in asyncio.run(b.list(ids=case_ids))}
         missing = [i for i in case_ids if i not in found]
         if missing:
             raise ConfigError(f"bank {bank!r} of {store} has no case with id {missing[0]!r}")
-        n = _run(lambda: b.delete(case_ids))
+        n = asyncio.run(b.delete(case_ids))
     out.print(f"deleted {n} case(s) from bank {bank!r}")
 
 
@@ -140,7 +133,7 @@ def export(
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} exists; pass --overwrite to replace it")
     with _bank(store, bank) as b:
-        n = _run(lambda: b.export_json(path))
+        n = asyncio.run(b.export_json(path))
     out.print(f"exported {n} case(s) to {path}")
 
 
@@ -156,5 +149,5 @@ def import_(
 
     total = len(read_export(path).cases)  # a bad file is refused before the store is touched
     with _bank(store, bank, create=True) as b:
-        n = _run(lambda: b.import_json(path))
+        n = asyncio.run(b.import_json(path))
     out.print(f"imported {n} of {total} case(s) into bank {bank!r} ({total - n} already there)")
