@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -382,7 +382,35 @@ class TransformersBackend(BaseBackend):
         for i in range(0, len(seqs), self.max_batch):
             async with self._lock:
                 batch = seqs[i : i + self.max_batch]
-                parts.append(await asyncio.to_thread(self._last_hidden, batch, layer))
+                parts.append(await asyncio.to_thread(self._states, batch, [layer], "last"))
+        return HiddenStates(torch.cat(parts)[:, 0], sum(len(s) for s in seqs))
+
+    async def layer_states(
+        self,
+        requests: Sequence[GenerateRequest],
+        layers: Sequence[int],
+        pool: Literal["last", "mean"] = "last",
+    ) -> HiddenStates:
+        """The residual stream at several layers in one forward per batch: shape
+        (len(requests), len(layers), hidden size), float32 on the CPU. `pool="last"` takes each
+        prompt's last token, `"mean"` averages over its tokens. Layers index as in
+        `hidden_states`."""
+        if not layers:
+            raise ConfigError("layers is empty: name at least one layer")
+        for layer in layers:
+            self.check_layer(layer)
+        if pool not in ("last", "mean"):
+            raise ConfigError(f"pool must be 'last' or 'mean', got {pool!r}")
+        seqs = [self.render(r) for r in requests]
+        if not seqs:
+            return HiddenStates(torch.zeros((0, len(layers), self.hidden_size)), 0)
+        self._ensure_worker()
+        assert self._lock is not None
+        parts = []
+        for i in range(0, len(seqs), self.max_batch):
+            async with self._lock:
+                batch = seqs[i : i + self.max_batch]
+                parts.append(await asyncio.to_thread(self._states, batch, list(layers), pool))
         return HiddenStates(torch.cat(parts), sum(len(s) for s in seqs))
 
     @property
@@ -395,7 +423,7 @@ class TransformersBackend(BaseBackend):
         cfg = self.model.config
         return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
-    def _last_hidden(self, seqs: list[list[int]], layer: int) -> torch.Tensor:
+    def _states(self, seqs: list[list[int]], layers: list[int], pool: str) -> torch.Tensor:
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.decoder.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -414,7 +442,11 @@ class TransformersBackend(BaseBackend):
                 use_cache=False,
                 logits_to_keep=1,  # the vocabulary projection is not needed
             )
-        return out.hidden_states[layer][:, -1, :].float().cpu()
+        picked = torch.stack([out.hidden_states[layer] for layer in layers], 1).float()
+        if pool == "last":
+            return picked[:, :, -1, :].cpu()
+        m = mask.to(picked.device, torch.float32)[:, None, :, None]
+        return ((picked * m).sum(2) / m.sum(2)).cpu()
 
     async def aclose(self) -> None:
         if self._worker is not None:

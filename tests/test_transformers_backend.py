@@ -432,3 +432,25 @@ async def test_hidden_states_match_the_model_and_run_beside_generation(smollm2: 
     for layer in (smollm2.num_layers + 1, -(smollm2.num_layers + 2)):
         with pytest.raises(ConfigError, match="layer"):
             await smollm2.hidden_states(reqs, layer=layer)
+
+
+async def test_layer_states_stack_layers_and_pool_over_real_tokens(smollm2: Any) -> None:
+    import torch
+
+    reqs = [GenerateRequest(messages=(Message(role="user", content=p),)) for p in PROMPTS[:3]]
+    alone = smollm2.render(reqs[2])
+    with torch.inference_mode():
+        out = smollm2.model(torch.tensor([alone]), output_hidden_states=True)
+    last = await smollm2.layer_states(reqs, [3, 6, -1])
+    assert last.states.shape == (3, 3, smollm2.hidden_size)
+    torch.testing.assert_close(last.states[2, 1], out.hidden_states[6][0, -1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(last.states[2, 2], out.hidden_states[-1][0, -1], atol=1e-4, rtol=0)
+    # the mean covers the prompt's tokens only, not the left padding of its batch
+    mean = await smollm2.layer_states(reqs, [6], pool="mean")
+    torch.testing.assert_close(
+        mean.states[2, 0], out.hidden_states[6][0].mean(0), atol=1e-4, rtol=0
+    )
+    with pytest.raises(ConfigError, match="layers is empty"):
+        await smollm2.layer_states(reqs, [])
+    with pytest.raises(ConfigError, match="pool"):
+        await smollm2.layer_states(reqs, [1], pool="max")  # type: ignore[arg-type]
