@@ -81,6 +81,13 @@ class BaseBackend(ABC):
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Generation]]:
         items = _checked(requests, GenerateRequest, "generate")
+        if not self.capabilities.interventions:
+            for i, r in enumerate(items):
+                if r.interventions:
+                    raise NotSupported(
+                        f"requests[{i}] names intervention {r.interventions[0].name!r}, but "
+                        f"backend {self.name!r} runs no interventions (local models do)"
+                    )
         check_budget()
         results = await self._generate(items)
         self._account("backend.generate", items, results)

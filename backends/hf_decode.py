@@ -13,6 +13,7 @@ the other rows of the batch sample from untouched logits.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from transformers.cache_utils import DynamicLayer
 
 from agentic.core import SamplingParams, TopLogprob
 from backends.grammar import RowGrammar, steer_logits
+from backends.interventions.hooks import HookedLayers
 from backends.prefix_cache import KV, PrefixCache
 
 
@@ -34,6 +36,7 @@ class Row:
     generator: torch.Generator | None = None
     on_text: Callable[[str], None] | None = None
     grammar: RowGrammar | None = None
+    slot: int = 0  # row of the intervention table (0: none)
     out_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     tops: list[tuple[TopLogprob, ...]] = field(default_factory=list)
@@ -63,6 +66,15 @@ class RowDecoder:
         self.pad_id = pad_id
         self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
         self.encoded_tokens = 0  # prompt tokens actually run through the model
+        self.hooks: HookedLayers | None = None  # set while interventions are attached
+
+    def hooked(
+        self, slots: list[int], new: torch.Tensor, decode: bool
+    ) -> AbstractContextManager[None]:
+        """The next model call runs rows of these intervention slots."""
+        if self.hooks is None:
+            return nullcontext()
+        return self.hooks.forward(slots, new, decode)
 
     def decode_text(self, ids: list[int]) -> str:
         return str(self.tok.decode(ids, skip_special_tokens=True))
@@ -138,18 +150,21 @@ class RowDecoder:
         return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
     @torch.inference_mode()
-    def _encode(self, prompts: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    def _encode(
+        self, prompts: list[list[int]], slots: list[int]
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
         """Encode prompts from scratch, left-padded in one forward."""
         ids, mask, pos = self._left_pad(prompts)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with self.hooked(slots, mask, decode=False):
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         self.encoded_tokens += sum(len(p) for p in prompts)
         return cache, mask, out.logits[:, -1, :].float()
 
@@ -187,16 +202,21 @@ class RowDecoder:
         """Encode the rows' prompts: their KV cache, attention mask and next-token logits.
         Identical prompts (the n samples of a request) are encoded once; with a prefix cache,
         a prompt that starts like one encoded before encodes only the rest."""
-        unique: dict[tuple[int, ...], int] = {}
+        unique: dict[tuple[int, tuple[int, ...]], int] = {}
         for r in rows:
-            unique.setdefault(tuple(r.prompt_ids), len(unique))
-        prompts = [list(p) for p in unique]
+            unique.setdefault((r.slot, tuple(r.prompt_ids)), len(unique))
+        slots = [slot for slot, _ in unique]
+        prompts = [list(p) for _, p in unique]
         pc = self.prefix_cache
-        found = [pc.longest(p) if pc is not None else (0, None) for p in prompts]
+        # keys and values computed under interventions are not shared with other requests
+        found = [
+            pc.longest(p) if pc is not None and not slot else (0, None)
+            for slot, p in zip(slots, prompts, strict=True)
+        ]
         cold = [i for i, (m, _) in enumerate(found) if m == 0]
         parts, order = [], []
         if cold:
-            parts.append(self._encode([prompts[i] for i in cold]))
+            parts.append(self._encode([prompts[i] for i in cold], [slots[i] for i in cold]))
             order += cold
         for i, (m, kv) in enumerate(found):
             if m and kv is not None:
@@ -208,10 +228,15 @@ class RowDecoder:
         if pc is not None:
             width = mask.shape[1]
             self._keep(
-                cache, [(pos, prompts[i], width - len(prompts[i])) for pos, i in enumerate(order)]
+                cache,
+                [
+                    (pos, prompts[i], width - len(prompts[i]))
+                    for pos, i in enumerate(order)
+                    if not slots[i]
+                ],
             )
         where = {u: pos for pos, u in enumerate(order)}
-        sel = [where[unique[tuple(r.prompt_ids)]] for r in rows]
+        sel = [where[unique[(r.slot, tuple(r.prompt_ids))]] for r in rows]
         if sel != list(range(len(order))):
             index = torch.tensor(sel, device=mask.device)
             cache.batch_select_indices(index)
@@ -407,13 +432,15 @@ class RunningBatch:
             self.rows = [self.rows[i] for i in keep]
             self._trim()
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], -1)
-        out = self.decoder.model(
-            input_ids=nxt[:, None],
-            attention_mask=self.mask,
-            position_ids=self.mask.sum(-1, keepdim=True) - 1,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
+        slots = [r.slot for r in self.rows]
+        with self.decoder.hooked(slots, self.mask[:, -1:], decode=True):
+            out = self.decoder.model(
+                input_ids=nxt[:, None],
+                attention_mask=self.mask,
+                position_ids=self.mask.sum(-1, keepdim=True) - 1,
+                past_key_values=self.cache,
+                use_cache=True,
+            )
         self.logits = out.logits[:, -1, :].float()
 
     def _trim(self) -> None:

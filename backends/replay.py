@@ -58,8 +58,14 @@ class ReplayBackend(BaseBackend):
         self.recorded_backends = sorted(names)
         # structured_output: a recorded request keeps its response_format in its key, so callers
         # that ask for one when the backend can (generate_structured) replay the same requests
+        # a request's interventions are part of its key: a steered run replays as recorded
         self.capabilities = Capabilities(
-            logprobs=True, top_logprobs=20, prefix=True, score=True, structured_output=True
+            logprobs=True,
+            top_logprobs=20,
+            prefix=True,
+            score=True,
+            structured_output=True,
+            interventions=True,
         )
 
     def _take(self, table: dict[str, deque[Any]], req: GenerateRequest | ScoreRequest) -> Any:

@@ -32,10 +32,14 @@ from agentic.core import (
     ScoreResult,
     Usage,
     check_budget,
+    emit,
 )
 from backends.base import BaseBackend, Capabilities
 from backends.grammar import Grammars
 from backends.hf_decode import Row, RowDecoder, RunningBatch
+from backends.interventions.base import Intervention, ModelShape
+from backends.interventions.hooks import HookedLayers
+from backends.interventions.table import Interventions
 from backends.prompts import render_ids
 
 
@@ -52,6 +56,8 @@ class _Job:
     rows: list[Row]
     future: asyncio.Future[list[Generation]]
     started: float = field(default_factory=time.monotonic)
+    slot: int = 0  # intervention table row of this request (0: none)
+    report: dict[str, Any] | None = None  # what its interventions did, for the trace
 
 
 class TransformersBackend(BaseBackend):
@@ -106,6 +112,51 @@ class TransformersBackend(BaseBackend):
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
+        self.interventions = Interventions(
+            ModelShape(self.name, self.num_layers, self.hidden_size),
+            dtype=next(model.parameters()).dtype,
+            device=model.device,
+        )
+
+    # ---- interventions -------------------------------------------------------------------
+
+    def attach(self, name: str, intervention: Intervention) -> None:
+        """Make an intervention available to requests that name it
+        (`GenerateRequest(..., interventions=(InterventionRef(name=name),))`). The layer hooks
+        are installed on the first attach; a backend that never attaches runs the bare model."""
+        self.interventions.attach(name, intervention)
+        if self.decoder.hooks is None:
+            self.decoder.hooks = HookedLayers(self.model, self.interventions)
+
+    def detach(self, name: str) -> Intervention:
+        """Remove an intervention; requests already running keep their plan."""
+        return self.interventions.detach(name)
+
+    def clear_interventions(self) -> None:
+        """Detach everything and take the layer hooks off the model (the model is then exactly
+        as loaded). Only between requests: `ConfigError` while one with interventions runs."""
+        if self.interventions.open_slots():
+            raise ConfigError("clear_interventions: requests with interventions are running")
+        for name in list(self.interventions.attached):
+            self.interventions.detach(name)
+        if self.decoder.hooks is not None:
+            self.decoder.hooks.remove()
+            self.decoder.hooks = None
+
+    def _close_slot(self, job: _Job) -> None:
+        if not job.slot:
+            return
+        slot, job.slot = job.slot, 0
+        described = self.interventions.describe(slot)
+        plan, activity = self.interventions.close(slot)
+        job.report = {
+            "interventions": described,
+            "decisions": plan.notes,
+            "skip": sorted(plan.skip | plan.decode_skip),
+            "ffn_skip": sorted(plan.ffn_skip),
+            "steered_layers": sorted(plan.steer),
+            "activity": activity.model_dump() if activity is not None else None,
+        }
 
     @classmethod
     def from_pretrained(
@@ -145,6 +196,8 @@ class TransformersBackend(BaseBackend):
             raise ConfigError(
                 f"prompt has {len(ids)} tokens; model {self.name!r} holds {self.max_context}"
             )
+        if req.interventions:
+            self.interventions.resolve(req.interventions)
         p = req.params
         room = self.max_context - len(ids)
         if p.max_tokens > room:
@@ -225,6 +278,7 @@ class TransformersBackend(BaseBackend):
                     await asyncio.to_thread(batch.step)
             except Exception as e:  # a failed step fails its callers, not the scheduler
                 for j in live + new:
+                    self._close_slot(j)
                     if not j.future.done():
                         j.future.set_exception(e)
                 batch, live = RunningBatch(self.decoder), []
@@ -232,6 +286,7 @@ class TransformersBackend(BaseBackend):
             live += new
             for j in [j for j in live if all(r.done for r in j.rows)]:
                 live.remove(j)
+                self._close_slot(j)
                 if not j.future.done():
                     j.future.set_result(self._generations(j))
 
@@ -263,14 +318,22 @@ class TransformersBackend(BaseBackend):
         self._ensure_worker()
         assert self._wake is not None
         future: asyncio.Future[list[Generation]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(req, rows, future))
+        job = _Job(req, rows, future)
+        if req.interventions:
+            job.slot = self.interventions.open(self.interventions.resolve(req.interventions))
+            for row in rows:
+                row.slot = job.slot
+        self._pending.append(job)
         self._wake.set()
         try:
-            return await future
+            gens = await future
         except asyncio.CancelledError:
             for row in rows:  # nobody waits for them: stop spending compute on them
                 row.cancelled = True
             raise
+        if job.report is not None:
+            emit("backend.intervention", backend=self.name, key=req.key(), **job.report)
+        return gens
 
     async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
         rows = [self._rows(r) for r in requests]  # every request validated before any is queued

@@ -18,6 +18,7 @@ from agentic.core.tasks import Context, Controller, Outcome, Task, TaskSuite
 from agentic.core.types import (
     GenerateRequest,
     Generation,
+    InterventionRef,
     Message,
     ResponseFormat,
     SamplingParams,
@@ -40,6 +41,7 @@ __all__ = [
     "Event",
     "GenerateRequest",
     "Generation",
+    "InterventionRef",
     "JSONLSink",
     "Message",
     "ModelNotInstalled",

@@ -128,6 +128,8 @@ class _Prompted(_Value):
             del data["response_format"]
         if "params" in data and not data["params"]["logit_bias"]:
             del data["params"]["logit_bias"]
+        if data.get("interventions", 0) == []:
+            del data["interventions"]
         return hashlib.sha256(_canonical(data).encode()).hexdigest()[:32]
 
 
@@ -170,9 +172,18 @@ class ResponseFormat(_Value):
         return cls(type="grammar", grammar=grammar)
 
 
+class InterventionRef(_Value):
+    """Names an intervention attached to a local backend (`backend.interventions.attach`) for
+    one request: other requests in the same batch are not touched by it."""
+
+    name: str = Field(min_length=1)
+    scale: float = Field(default=1.0, description="multiplies a steering intervention's vectors")
+
+
 class GenerateRequest(_Prompted):
     params: SamplingParams = Field(default_factory=SamplingParams)
     response_format: ResponseFormat | None = None
+    interventions: tuple[InterventionRef, ...] = ()
 
     @classmethod
     def chat(cls, user: str, *, system: str | None = None, **params: Any) -> GenerateRequest:

@@ -1,0 +1,197 @@
+"""Layer hooks: run each decoder layer (and its feed-forward block) through the intervention
+table for the rows of the current forward.
+
+The hooks replace `forward` on the layer *instances* (detaching deletes the attribute, so the
+model is exactly as loaded), because a forward hook cannot skip the computation it wraps. Per
+forward the decoder says which slot each row belongs to (`HookedLayers.forward`); with every row
+in slot 0 a hook is one attribute check and a call of the original layer.
+
+Skipping keeps the KV cache consistent: when some rows skip a layer, the layer still runs for
+the batch and those rows keep their input (`gated_residual`); when all rows skip it, the layer
+is not run and zero keys/values are written to its cache instead, so every cache layer keeps
+the same length. That matters for layer 0, whose length transformers reads as the sequence
+length (the source of the corrupted generations seen when layer 0 was simply not called).
+A skipped row never reads those placeholder keys: it skips the layer for the whole request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from backends.interventions.table import Interventions, Snapshot
+from kernels import gated_residual, row_l2_delta, steer_add
+
+
+@dataclass
+class _Forward:
+    slots: torch.Tensor  # (B,) slot of each row
+    new: torch.Tensor  # (B, T) bool: real (not padding) tokens of this forward
+    decode: bool
+    snap: Snapshot
+    skip: torch.Tensor  # (B, layers)
+    ffn: torch.Tensor  # (B, layers)
+    steer_rows: torch.Tensor  # (B, layers): the slot, or 0 where the row is not steered there
+    trace: torch.Tensor  # (B,)
+    any_trace: bool
+    dynamic: frozenset[int]  # layers some row's intervention reads during this prefill
+
+
+def decoder_layers(model: Any, num_layers: int) -> torch.nn.ModuleList:
+    """The decoder's layer list: the first ModuleList of `num_layers` modules with attention."""
+    for module in model.modules():
+        if (
+            isinstance(module, torch.nn.ModuleList)
+            and len(module) == num_layers
+            and all(hasattr(m, "self_attn") for m in module)
+        ):
+            return module
+    raise TypeError(f"no decoder layer list of {num_layers} layers in {type(model).__name__}")
+
+
+class HookedLayers:
+    def __init__(self, model: Any, table: Interventions) -> None:
+        self.table = table
+        self.layers = decoder_layers(model, table.shape.num_layers)
+        self.current: _Forward | None = None
+        for i, layer in enumerate(self.layers):
+            layer.forward = self._layer_forward(i, layer, layer.forward)
+            mlp = getattr(layer, "mlp", None)
+            if mlp is not None:
+                mlp.forward = self._mlp_forward(i, mlp.forward)
+
+    def remove(self) -> None:
+        for layer in self.layers:
+            layer.__dict__.pop("forward", None)
+            mlp = getattr(layer, "mlp", None)
+            if mlp is not None:
+                mlp.__dict__.pop("forward", None)
+
+    @contextmanager
+    def forward(self, slots: list[int], new: torch.Tensor, decode: bool) -> Iterator[None]:
+        """Rows of the next model call belong to `slots`; `new` marks their real new tokens."""
+        if not any(slots):
+            yield
+            return
+        dev = new.device
+        self.current = self._derive(torch.tensor(slots, device=dev), new.bool(), decode)
+        try:
+            yield
+        finally:
+            self.current = None
+
+    def _derive(self, slots: torch.Tensor, new: torch.Tensor, decode: bool) -> _Forward:
+        snap = self.table.snapshot()
+        skip = snap.skip[slots]
+        if decode:
+            skip = skip | snap.decode_skip[slots]
+        steer_rows = torch.where(snap.steer_on[slots], slots[:, None], 0)
+        trace = snap.trace[slots]
+        dynamic = frozenset() if decode else self.table.dynamic_layers
+        return _Forward(
+            slots, new, decode, snap, skip, snap.ffn_skip[slots], steer_rows, trace,
+            bool(trace.any()), dynamic,
+        )  # fmt: skip
+
+    def _refresh(self) -> None:
+        f = self.current
+        assert f is not None
+        self.current = self._derive(f.slots, f.new, f.decode)
+
+    # ---- the wrapped forwards --------------------------------------------------------------
+
+    def _layer_forward(
+        self, i: int, layer: Any, original: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        def forward(hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            f = self.current
+            if f is None:
+                return original(hidden, *args, **kwargs)
+            if i in f.dynamic:
+                self._decide(i, hidden, None)
+                f = self.current
+                assert f is not None
+            skip = f.skip[:, i]
+            if bool(skip.all()):
+                self._placeholder_kv(layer, hidden, kwargs.get("past_key_values"))
+                out = hidden
+            else:
+                result = original(hidden, *args, **kwargs)
+                out = result[0] if isinstance(result, tuple) else result
+                if bool(skip.any()):
+                    out = gated_residual(hidden, out, ~skip)
+            if i in f.dynamic:
+                self._decide(i, hidden, out)
+                f = self.current
+                assert f is not None
+            if f.any_trace:
+                self._trace(i, f, hidden, out)
+            if i in f.snap.vectors:
+                rows = f.steer_rows[:, i]
+                if bool(rows.any()):
+                    out = steer_add(out, rows, f.snap.vectors[i], f.snap.weights[i])
+            return out
+
+        return forward
+
+    def _mlp_forward(self, i: int, original: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            f = self.current
+            if f is None:
+                return original(x, *args, **kwargs)
+            off = f.ffn[:, i]
+            if not bool(off.any()):
+                return original(x, *args, **kwargs)
+            if bool(off.all()):
+                return torch.zeros_like(x)
+            out = original(x, *args, **kwargs)
+            return gated_residual(torch.zeros_like(out), out, ~off)
+
+        return forward
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _placeholder_kv(layer: Any, hidden: torch.Tensor, cache: Any) -> None:
+        if cache is None:
+            return
+        attn = layer.self_attn
+        heads = int(getattr(attn.config, "num_key_value_heads", attn.config.num_attention_heads))
+        zeros = hidden.new_zeros((hidden.shape[0], heads, hidden.shape[1], attn.head_dim))
+        cache.update(zeros, zeros, attn.layer_idx)
+
+    def _decide(self, i: int, before: torch.Tensor, after: torch.Tensor | None) -> None:
+        """Let dynamic interventions read this layer's prefill activations, row by row."""
+        f = self.current
+        assert f is not None
+        changed = False
+        for b, slot in enumerate(f.slots.tolist()):
+            readers = self.table.reads(slot, i) if slot else []
+            if not readers:
+                continue
+            plan = self.table.plan(slot)
+            real = f.new[b]
+            for iv in readers:
+                if after is None:
+                    iv.before_layer(i, before[b, real], plan)
+                else:
+                    iv.after_layer(i, before[b, real], after[b, real], plan)
+            changed = True
+        if changed:
+            self.table.changed()
+            self._refresh()
+
+    def _trace(self, i: int, f: _Forward, before: torch.Tensor, after: torch.Tensor) -> None:
+        delta, base = row_l2_delta(before, after)
+        rel = delta / base.clamp(min=1e-12)
+        mask = f.new.float()
+        d_sum = (delta * mask).sum(-1).tolist()
+        r_sum = (rel * mask).sum(-1).tolist()
+        n = f.new.sum(-1).tolist()
+        for b, slot in enumerate(f.slots.tolist()):
+            if slot and bool(f.trace[b]):
+                self.table.add_activity(slot, i, f.decode, d_sum[b], r_sum[b], int(n[b]))
