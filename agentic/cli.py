@@ -420,6 +420,10 @@ from agentic.cli_memory import memory_app  # noqa: E402
 
 app.add_typer(memory_app, name="memory")
 
+from agentic.cli_steer import steer_app  # noqa: E402
+
+app.add_typer(steer_app, name="steer")
+
 
 def _explain(e: ValidationError) -> str:
     parts = []
