@@ -320,6 +320,11 @@ class RowDecoder:
         if pc is None or len(layers) != len(cache.layers):
             self.prefix_cache = None  # sliding-window layers keep only a window
             return
+        cfg = self.model.config
+        # extra layers beyond the model's hold repeated layers' second passes: not shared
+        layers = layers[
+            : (cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg).num_hidden_layers
+        ]
         for row, prompt, start in rows:
             kv = _row_kv(layers, row, start)
             pc.add(prompt, [(k[:, :, : len(prompt)], v[:, :, : len(prompt)]) for k, v in kv])
@@ -361,6 +366,7 @@ def stack(
 ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
     """Rows of b under rows of a: KV caches and masks left-padded to a common width."""
     width = max(mask_a.shape[1], mask_b.shape[1])
+    _even_layers(cache_a, cache_b)
     for la, lb in zip(cache_a.layers, cache_b.layers, strict=True):
         for attr in ("keys", "values"):
             a, b = getattr(la, attr), getattr(lb, attr)
@@ -373,6 +379,18 @@ def stack(
         ]
     )
     return cache_a, mask, torch.cat([logits_a, logits_b])
+
+
+def _even_layers(a: DynamicCache, b: DynamicCache) -> None:
+    """Give both caches as many layers: a repeated layer's second pass keeps its keys and
+    values in extra layers (interventions/hooks.py), which a cache without repeats lacks;
+    zeros stand in for them (rows without the repeat never read them)."""
+    short = a if len(a.layers) < len(b.layers) else b
+    while len(short.layers) < max(len(a.layers), len(b.layers)):
+        layer = DynamicLayer()
+        zeros = torch.zeros_like(short.layers[0].keys)
+        layer.update(zeros, zeros.clone())
+        short.layers.append(layer)
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:

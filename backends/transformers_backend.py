@@ -125,8 +125,21 @@ class TransformersBackend(BaseBackend):
         (`GenerateRequest(..., interventions=(InterventionRef(name=name),))`). The layer hooks
         are installed on the first attach; a backend that never attaches runs the bare model."""
         self.interventions.attach(name, intervention)
+        self.hooks()
+
+    def hooks(self) -> HookedLayers:
+        """The layer hooks, installed on first use."""
         if self.decoder.hooks is None:
             self.decoder.hooks = HookedLayers(self.model, self.interventions)
+        return self.decoder.hooks
+
+    async def exclusive(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` in a worker thread between the scheduler's decode steps (for code
+        that calls the model directly, such as router training and configuration search)."""
+        self._ensure_worker()
+        assert self._lock is not None
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
 
     def detach(self, name: str) -> Intervention:
         """Remove an intervention; requests already running keep their plan."""

@@ -18,7 +18,7 @@ from agentic.core import (
     Tracer,
 )
 from backends.interventions.base import Intervention, SlotPlan
-from backends.interventions.static import ActivityTrace, LayerSkip, Steering
+from backends.interventions.static import ActivityTrace, LayerRepeat, LayerSkip, Steering
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +105,42 @@ async def test_layer_skip_keeps_the_cache_consistent_under_left_padding(
     assert list(short.token_ids) == expect
     [[long_alone]] = await lm.generate([req(LONG)])
     assert long.token_ids == long_alone.token_ids
+
+
+async def test_layer_repeat_matches_a_model_with_those_layers_twice(lm: Any) -> None:
+    lm.attach("again", LayerRepeat({2, 11}))
+    again = InterventionRef(name="again")
+    long, short = await both(lm, req(LONG), req(SHORT, again))
+
+    async def late(r: GenerateRequest) -> Any:
+        await asyncio.sleep(0.5)
+        [[g]] = await lm.generate([r])
+        return g
+
+    # the repeating request joins a running batch, and a plain one joins a repeating batch
+    _, joined = await asyncio.gather(
+        lm.generate([req(LONG, max_tokens=40)]), late(req(SHORT, again))
+    )
+    first, plain = await asyncio.gather(
+        lm.generate([req(LONG, again, max_tokens=40)]), late(req(SHORT))
+    )
+    lm.clear_interventions()
+    layers = lm.model.model.layers
+    doubled = [x for i, x in enumerate(layers) for _ in range(2 if i in (2, 11) else 1)]
+    lm.model.model.layers = torch.nn.ModuleList(doubled)
+    lm.model.config.num_hidden_layers += 2
+    try:
+        expect = greedy_without_cache(lm, SHORT, len(short.token_ids))
+        expect_long = greedy_without_cache(lm, LONG, len(first[0][0].token_ids))
+    finally:
+        lm.model.model.layers = layers
+        lm.model.config.num_hidden_layers -= 2
+    assert list(short.token_ids) == expect == list(joined.token_ids)
+    assert list(first[0][0].token_ids) == expect_long
+    [[short_alone]] = await lm.generate([req(SHORT)])
+    [[long_alone]] = await lm.generate([req(LONG)])
+    assert long.token_ids == long_alone.token_ids
+    assert plain.token_ids == short_alone.token_ids
 
 
 async def test_ffn_skip_matches_a_model_without_those_blocks(lm: Any) -> None:

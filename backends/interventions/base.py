@@ -42,6 +42,7 @@ class SlotPlan:
     skip: set[int] = field(default_factory=set)  # whole layer, prefill and decode
     decode_skip: set[int] = field(default_factory=set)  # whole layer, decode only
     ffn_skip: set[int] = field(default_factory=set)  # feed-forward block only
+    repeat: set[int] = field(default_factory=set)  # run the layer twice, prefill and decode
     trace: bool = False
     notes: dict[str, Any] = field(default_factory=dict)  # decisions, for the trace event
 

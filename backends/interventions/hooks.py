@@ -35,6 +35,7 @@ class _Forward:
     snap: Snapshot
     skip: torch.Tensor  # (B, layers)
     ffn: torch.Tensor  # (B, layers)
+    repeat: torch.Tensor  # (B, layers)
     steer_rows: torch.Tensor  # (B, layers): the slot, or 0 where the row is not steered there
     trace: torch.Tensor  # (B,)
     any_trace: bool
@@ -93,8 +94,8 @@ class HookedLayers:
         trace = snap.trace[slots]
         dynamic = frozenset() if decode else self.table.dynamic_layers
         return _Forward(
-            slots, new, decode, snap, skip, snap.ffn_skip[slots], steer_rows, trace,
-            bool(trace.any()), dynamic,
+            slots, new, decode, snap, skip, snap.ffn_skip[slots], snap.repeat[slots] & ~skip,
+            steer_rows, trace, bool(trace.any()), dynamic,
         )  # fmt: skip
 
     def _refresh(self) -> None:
@@ -120,10 +121,10 @@ class HookedLayers:
                 self._placeholder_kv(layer, hidden, kwargs.get("past_key_values"))
                 out = hidden
             else:
-                result = original(hidden, *args, **kwargs)
-                out = result[0] if isinstance(result, tuple) else result
+                out = _tensor(original(hidden, *args, **kwargs))
                 if bool(skip.any()):
                     out = gated_residual(hidden, out, ~skip)
+            out = self._repeat(i, layer, original, f, out, args, kwargs)
             if i in f.dynamic:
                 self._decide(i, hidden, out)
                 f = self.current
@@ -155,14 +156,45 @@ class HookedLayers:
 
     # ---- helpers ---------------------------------------------------------------------------
 
+    def _repeat(
+        self,
+        i: int,
+        layer: Any,
+        original: Callable[..., Any],
+        f: _Forward,
+        out: torch.Tensor,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> torch.Tensor:
+        """Second pass of layer i for the rows that repeat it, on the first pass's output.
+
+        The second pass has keys and values of its own: they go to an extra cache layer
+        (index num_layers + i), so the first pass's cache is untouched. Once that extra layer
+        exists, every forward appends to it (zeros when no row repeats), to keep its length
+        equal to the others'."""
+        rep = f.repeat[:, i]
+        cache = kwargs.get("past_key_values")
+        extra = self.table.shape.num_layers + i
+        if not bool(rep.any()):
+            if cache is not None and len(cache.layers) > extra:
+                self._placeholder_kv(layer, out, cache, extra)
+            return out
+        attn = layer.self_attn
+        if cache is not None:
+            _grow(cache, extra, past=_length(cache) - out.shape[1], like=layer, hidden=out)
+        attn.layer_idx, own = extra, attn.layer_idx
+        try:
+            again = _tensor(original(out, *args, **kwargs))
+        finally:
+            attn.layer_idx = own
+        return again if bool(rep.all()) else gated_residual(out, again, rep)
+
     @staticmethod
-    def _placeholder_kv(layer: Any, hidden: torch.Tensor, cache: Any) -> None:
+    def _placeholder_kv(layer: Any, hidden: torch.Tensor, cache: Any, index: int = -1) -> None:
         if cache is None:
             return
-        attn = layer.self_attn
-        heads = int(getattr(attn.config, "num_key_value_heads", attn.config.num_attention_heads))
-        zeros = hidden.new_zeros((hidden.shape[0], heads, hidden.shape[1], attn.head_dim))
-        cache.update(zeros, zeros, attn.layer_idx)
+        zeros = _zero_kv(layer, hidden.shape[0], hidden.shape[1], hidden)
+        cache.update(zeros, zeros, layer.self_attn.layer_idx if index < 0 else index)
 
     def _decide(self, i: int, before: torch.Tensor, after: torch.Tensor | None) -> None:
         """Let dynamic interventions read this layer's prefill activations, row by row."""
@@ -195,3 +227,35 @@ class HookedLayers:
         for b, slot in enumerate(f.slots.tolist()):
             if slot and bool(f.trace[b]):
                 self.table.add_activity(slot, i, f.decode, d_sum[b], r_sum[b], int(n[b]))
+
+
+def _tensor(result: Any) -> torch.Tensor:
+    """A decoder layer's hidden states (older transformers return a tuple)."""
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _zero_kv(layer: Any, batch: int, length: int, like: torch.Tensor) -> torch.Tensor:
+    attn = layer.self_attn
+    heads = int(getattr(attn.config, "num_key_value_heads", attn.config.num_attention_heads))
+    return like.new_zeros((batch, heads, length, attn.head_dim))
+
+
+def _length(cache: Any) -> int:
+    """Tokens in the cache, read from layer 0 (which this forward has already updated)."""
+    return int(cache.layers[0].keys.shape[-2])
+
+
+def _grow(cache: Any, index: int, past: int, like: Any, hidden: torch.Tensor) -> None:
+    """Add cache layers up to `index` (the extra layer of decoder layer `index - num_layers`).
+    Each holds zeros for the positions it would have had: `past`, plus this forward's tokens
+    for the extra layers of earlier decoder layers, whose hooks have already run."""
+    from transformers.cache_utils import DynamicLayer
+
+    while len(cache.layers) <= index:
+        extra = DynamicLayer()
+        j = len(cache.layers)
+        length = past + (hidden.shape[1] if j < index else 0)
+        if length > 0:
+            zeros = _zero_kv(like, hidden.shape[0], length, hidden)
+            extra.update(zeros, zeros)
+        cache.layers.append(extra)

@@ -93,6 +93,27 @@ class LayerSkip(Intervention):
         return {"kind": self.kind, "layers": sorted(self.layers), "ffn": sorted(self.ffn_layers)}
 
 
+class LayerRepeat(Intervention):
+    """Run decoder layers twice in a row (the second pass on the first's output, with keys and
+    values of its own), for prefill and decode alike."""
+
+    kind: ClassVar[str] = "layer_repeat"
+
+    def __init__(self, layers: Iterable[int]) -> None:
+        self.layers = frozenset(int(x) for x in layers)
+        if not self.layers:
+            raise ConfigError("layer_repeat: name at least one layer")
+
+    def check(self, shape: ModelShape) -> None:
+        check_layers(self.layers, shape, "layer_repeat")
+
+    def configure(self, plan: SlotPlan, scale: float) -> None:
+        plan.repeat |= self.layers
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "layers": sorted(self.layers)}
+
+
 class ActivityTrace(Intervention):
     """Measure each layer's L2 change of the residual stream for the requests that name it;
     every finished request's `LayerActivity` is appended to `reports` (newest last) and is in

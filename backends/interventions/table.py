@@ -32,6 +32,7 @@ class Snapshot:
     skip: torch.Tensor  # (slots, layers) bool, prefill and decode
     decode_skip: torch.Tensor  # (slots, layers) bool, decode only
     ffn_skip: torch.Tensor  # (slots, layers) bool
+    repeat: torch.Tensor  # (slots, layers) bool
     trace: torch.Tensor  # (slots,) bool
 
 
@@ -155,7 +156,7 @@ class Interventions:
             if self._snap is not None and self._snap.version == self._version:
                 return self._snap
             n, layers, d = len(self._slots), self.shape.num_layers, self.shape.hidden_size
-            masks = torch.zeros((4, n, layers), dtype=torch.bool)
+            masks = torch.zeros((5, n, layers), dtype=torch.bool)
             trace = torch.zeros(n, dtype=torch.bool)
             steered = sorted({i for s in self._slots if s is not None for i in s.plan.steer})
             vectors = {i: torch.zeros((n, d), dtype=torch.float32) for i in steered}
@@ -168,7 +169,8 @@ class Interventions:
                     vectors[i][k] = v
                     weights[i][k] = p.steer_weight.get(i, 1.0)
                     masks[0, k, i] = p.steer_weight.get(i, 1.0) != 0.0
-                for m, layer_set in enumerate((p.skip, p.decode_skip, p.ffn_skip), start=1):
+                sets = (p.skip, p.decode_skip, p.ffn_skip, p.repeat)
+                for m, layer_set in enumerate(sets, start=1):
                     for i in layer_set:
                         masks[m, k, i] = True
                 trace[k] = p.trace
@@ -181,6 +183,7 @@ class Interventions:
                 skip=masks[1].to(dev),
                 decode_skip=masks[2].to(dev),
                 ffn_skip=masks[3].to(dev),
+                repeat=masks[4].to(dev),
                 trace=trace.to(dev),
             )
             return self._snap
