@@ -46,7 +46,9 @@ def forced(layers: list[int], actions: dict[int, int]) -> DrLLMRouter:
     net = RouterNet(576, layers, width=8)
     with torch.no_grad():
         for k, layer in enumerate(layers):
-            last = net.nets[k][-1]
+            mlp = net.nets[k]
+            assert isinstance(mlp, torch.nn.Sequential)
+            last = mlp[-1]
             last.weight.zero_()
             last.bias.copy_(torch.tensor([0.0, 0.0, 0.0]))
             last.bias[actions.get(layer, EXECUTE)] = 1.0
