@@ -49,6 +49,7 @@ def forced(layers: list[int], actions: dict[int, int]) -> DrLLMRouter:
             mlp = net.nets[k]
             assert isinstance(mlp, torch.nn.Sequential)
             last = mlp[-1]
+            assert isinstance(last, torch.nn.Linear)
             last.weight.zero_()
             last.bias.copy_(torch.tensor([0.0, 0.0, 0.0]))
             last.bias[actions.get(layer, EXECUTE)] = 1.0
