@@ -424,6 +424,10 @@ from agentic.cli_steer import steer_app  # noqa: E402
 
 app.add_typer(steer_app, name="steer")
 
+from agentic.cli_route import route_app  # noqa: E402
+
+app.add_typer(route_app, name="route")
+
 
 def _explain(e: ValidationError) -> str:
     parts = []

@@ -307,3 +307,64 @@ def _extract(
         table.add_row(*row)
     out.print(table)
     out.print(f"wrote {escape(str(path))}")
+
+
+@steer_app.command("apply")
+def apply(
+    vector: Annotated[Path, typer.Argument(help="A steering vector (.safetensors).")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="A prompt (repeatable).")],
+    backend: Annotated[str, typer.Option("--backend", "-b", help="A local model's URI.")] = (
+        "embedded:smollm2"
+    ),
+    scale: Annotated[float, typer.Option(help="Multiplies the vector.")] = 1.0,
+    layers: Annotated[str, typer.Option(help="Its layers to use: 10,15 or all.")] = "all",
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 64,
+) -> None:
+    """Answer each prompt with and without the vector (greedy, in one batch), side by side."""
+    try:
+        _apply(vector, prompt, backend, scale, layers, max_tokens)
+    except (ConfigError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
+
+
+def _apply(
+    path: Path, prompts: list[str], uri: str, scale: float, layer_spec: str, max_tokens: int
+) -> None:
+    from agentic.core import GenerateRequest, InterventionRef
+    from backends.interventions.static import Steering
+    from backends.interventions.steering_vectors import SteeringVector
+
+    if max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be >= 1, got {max_tokens}")
+    vec = SteeringVector.load(path)
+    chosen = parse_layers(layer_spec, None)
+    if chosen is not None:
+        missing = sorted(set(chosen) - set(vec.layers))
+        if missing:
+            raise ConfigError(f"--layers: {path} has no vector at layers {missing}")
+    model = _load_backend(uri)
+    if not hasattr(model, "attach"):
+        raise ConfigError(f"--backend {uri!r} runs no interventions: use a local model")
+    model.attach("steer", Steering(vec, scale=scale, layers=chosen))
+    ref = (InterventionRef(name="steer"),)
+
+    async def go() -> list[tuple[str, str]]:
+        try:
+            plain = [
+                GenerateRequest.chat(p, max_tokens=max_tokens, temperature=0.0) for p in prompts
+            ]
+            steered = [r.model_copy(update={"interventions": ref}) for r in plain]
+            outs = await asyncio.gather(*(model.generate([r]) for r in plain + steered))
+            texts = [o[0][0].text for o in outs]
+            return list(zip(texts[: len(prompts)], texts[len(prompts) :], strict=True))
+        finally:
+            await model.aclose()
+
+    table = Table(title=f"{vec.name} x {scale} at layers {chosen or vec.layers}")
+    table.add_column("prompt")
+    table.add_column("without")
+    table.add_column("with")
+    for p, (a, b) in zip(prompts, asyncio.run(go()), strict=True):
+        table.add_row(escape(p), escape(a), escape(b))
+    out.print(table)
