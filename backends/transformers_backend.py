@@ -167,6 +167,7 @@ class TransformersBackend(BaseBackend):
             "decisions": plan.notes,
             "skip": sorted(plan.skip | plan.decode_skip),
             "ffn_skip": sorted(plan.ffn_skip),
+            "repeat": sorted(plan.repeat),
             "steered_layers": sorted(plan.steer),
             "activity": activity.model_dump() if activity is not None else None,
         }
