@@ -80,9 +80,15 @@ def changed(plain: str, steered: str) -> bool:
 
 
 async def refusal(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    layers = list(range(6, 16))
+    # CAA: the state after a refusing assistant opening minus after a complying one, on the
+    # train prompts (harmful-minus-benign prompts separate the sets but barely move the
+    # model toward refusing)
+    layers = list(range(10, 17))
     pos, neg = safety("train")
-    vec = await extract_mean_difference(lm, pos, neg, layers, name="refusal")
+    train = pos + neg
+    refuse = [chat(p).model_copy(update={"prefix": "I'm sorry, but I can't"}) for p in train]
+    comply = [chat(p).model_copy(update={"prefix": "Sure, here is how"}) for p in train]
+    vec = await extract_mean_difference(lm, refuse, comply, layers, name="refusal")
     harm, benign = safety("test")
     harm, benign = harm[: args.safety_n], benign[: args.safety_n]
     base_h, base_b = await answers(lm, harm), await answers(lm, benign)
@@ -97,7 +103,9 @@ async def refusal(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     except ImportError:
         return rows
     t0 = time.monotonic()
-    ctrl = await train_weighted_controller(lm, vec, pos, neg, read_layer=layers[0])
+    ctrl = await train_weighted_controller(
+        lm, vec, pos[:20], neg[:20], read_layer=layers[0], epochs=2
+    )
     lm.attach("weighted", ctrl)
     ref = (InterventionRef(name="weighted"),)
     h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
@@ -259,25 +267,26 @@ async def routers(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 async def overhead(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The three settings interleaved, round after round, after one warm-up: a slow minute of
+    the machine then hits all three alike."""
+    zero = Steering({10: torch.zeros(lm.hidden_size)})
+    ref = (InterventionRef(name="zero"),)
+    await decode_rate(lm, ())
+    rates: dict[str, list[float]] = {"bare": [], "idle": [], "zero": []}
+    for _ in range(args.repeats):
+        lm.clear_interventions()
+        rates["bare"].append(await decode_rate(lm, ()))
+        lm.attach("zero", zero)
+        rates["idle"].append(await decode_rate(lm, ()))
+        rates["zero"].append(await decode_rate(lm, ref))
     lm.clear_interventions()
-
-    async def timed(refs: tuple[InterventionRef, ...]) -> float:
-        rates = [await decode_rate(lm, refs) for _ in range(args.repeats)]
-        return statistics.median(rates)
-
-    bare = await timed(())
-    lm.attach("zero", Steering({10: torch.zeros(lm.hidden_size)}))
-    hooks_idle = await timed(())
-    zero = await timed((InterventionRef(name="zero"),))
-    lm.clear_interventions()
-    bare2 = await timed(())
-    base = (bare + bare2) / 2
+    med = {k: statistics.median(v) for k, v in rates.items()}
     return [
-        {"setting": "no hooks", "decode tok/s": base, "overhead": 0.0},
-        {"setting": "hooks installed, no request names one", "decode tok/s": hooks_idle,
-         "overhead": base / hooks_idle - 1},
-        {"setting": "every row steered (zero vector)", "decode tok/s": zero,
-         "overhead": base / zero - 1},
+        {"setting": "no hooks", "decode tok/s": med["bare"], "overhead": 0.0},
+        {"setting": "hooks installed, no request names one", "decode tok/s": med["idle"],
+         "overhead": med["bare"] / med["idle"] - 1},
+        {"setting": "every row steered (zero vector)", "decode tok/s": med["zero"],
+         "overhead": med["bare"] / med["zero"] - 1},
     ]  # fmt: skip
 
 
@@ -321,7 +330,7 @@ def main() -> None:
     ap.add_argument("--backend", default="embedded:smollm2")
     ap.add_argument("--parts", default=",".join(PARTS), type=lambda s: s.split(","))
     ap.add_argument("--safety-n", type=int, default=30, help="test prompts per label")
-    ap.add_argument("--scales", type=float, nargs="+", default=[4.0, 8.0])
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5])
     ap.add_argument("--gact-scale", type=float, default=4.0)
     ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--texts", type=int, default=12)
@@ -329,7 +338,7 @@ def main() -> None:
     ap.add_argument("--void-thresholds", type=float, nargs="+", default=[0.25])
     ap.add_argument("--drllm-skip", type=int, default=6)
     ap.add_argument("--first-lambda", type=float, default=3.0)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     for p in args.parts:
         if p not in PARTS:

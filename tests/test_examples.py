@@ -38,6 +38,9 @@ SCRIPTS = [
     "playbook",
     "ace",
     "case_memory",
+    "steering",
+    "routing",
+    "void_trace",
 ]
 
 
@@ -110,3 +113,15 @@ def test_the_playbook_example_merges_refuses_and_logs() -> None:
     assert "[str-00001] (helpful 1, harmful 0) Multiply first; estimate." in out
     log = [line.split()[1] for line in out.split("operation log:")[1].splitlines() if line.strip()]
     assert log == ["added", "added", "deduplicated", "added", "tagged", "tagged", "merged"]
+
+
+@pytest.mark.slow
+def test_void_trace_example_prints_bars_and_writes_a_png(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "void_trace.py")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "quietest layers on the prompt" in proc.stdout and "█" in proc.stdout
+    assert (tmp_path / "void_trace.png").read_bytes()[:4] == b"\x89PNG"
