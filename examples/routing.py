@@ -23,13 +23,13 @@ EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 
 async def main() -> None:
     lm = load_backend("embedded:smollm2")
-    train = load_suite("basic_arithmetic", n=3, seed=100, config=EASY)
+    train = load_suite("basic_arithmetic", n=2, seed=100, config=EASY)
     examples = [(GenerateRequest.chat(t.input), str(t.answer)) for t in train.tasks]
     router, configs = await fit_drllm(
         lm,
         examples,
         layers=range(1, lm.num_layers),
-        search={"max_executions": lm.num_layers - 2, "tolerance": 0.3, "rounds": 3, "beam": 1},
+        search={"max_executions": lm.num_layers - 2, "tolerance": 0.3, "rounds": 2, "beam": 1},
         train={"epochs": 100},
     )
     for c in configs:
