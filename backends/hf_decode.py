@@ -388,7 +388,9 @@ def _even_layers(a: DynamicCache, b: DynamicCache) -> None:
     short = a if len(a.layers) < len(b.layers) else b
     while len(short.layers) < max(len(a.layers), len(b.layers)):
         layer = DynamicLayer()
-        zeros = torch.zeros_like(short.layers[0].keys)
+        first = short.layers[0]
+        assert isinstance(first, DynamicLayer) and first.keys is not None
+        zeros = torch.zeros_like(first.keys)
         layer.update(zeros, zeros.clone())
         short.layers.append(layer)
 
