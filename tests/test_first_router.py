@@ -176,7 +176,7 @@ def test_bad_input_is_refused_with_names(tmp_path: Path) -> None:
         PrefillRouter.load(tmp_path / "missing.safetensors")
     other = tmp_path / "other.safetensors"
     save_file({"x": torch.zeros(2)}, str(other))
-    with pytest.raises(ConfigError, match="not a prefill router file"):
+    with pytest.raises(ConfigError, match="without prefill router settings"):
         PrefillRouter.load(other)
     (tmp_path / "junk.safetensors").write_text("junk")
     with pytest.raises(ConfigError, match="not a safetensors file"):

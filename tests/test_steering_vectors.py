@@ -143,9 +143,9 @@ def test_save_load_round_trip_and_refused_files(tmp_path: Path) -> None:
     extra = tmp_path / "extra.safetensors"
     save_file({"layer.2": torch.zeros(4)}, str(extra), metadata={META_KEY: json.dumps(meta)})
     for bad, match in [
-        (tmp_path / "missing.safetensors", "no steering vector file"),
+        (tmp_path / "missing.safetensors", "no steering-vector file"),
         (junk, "not a safetensors file"),
-        (foreign, "without steering-vector metadata"),
+        (foreign, "without steering-vector settings"),
         (shapes, r"layer 1 has shape \(5,\), expected \(4,\)"),
         (extra, "do not match the layers"),
     ]:

@@ -180,7 +180,7 @@ def test_bad_files_are_refused(tmp_path: Path) -> None:
 
     other = tmp_path / "other.safetensors"
     save_file({"x": torch.zeros(2)}, str(other))
-    with pytest.raises(ConfigError, match="no 'weighted_steering' metadata"):
+    with pytest.raises(ConfigError, match="without weighted-steering settings"):
         WeightedSteering.load(other)
     meta = {"layers": [8], "read_layer": 6, "hidden_size": D, "s_max": 1.0, "width": 32}
     save_file({"x": torch.zeros(2)}, str(other), metadata={"weighted_steering": json.dumps(meta)})

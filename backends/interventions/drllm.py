@@ -25,7 +25,6 @@ The paper, and where each part lives here:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from agentic.core import ConfigError
+from backends.interventions import files
 from backends.interventions.base import Intervention, ModelShape, SlotPlan
 
 SKIP, EXECUTE, REPEAT = 0, 1, 2
@@ -105,27 +105,18 @@ class DrLLMRouter(Intervention):
         plan.notes.setdefault("drllm", {})[layer] = ACTIONS[action]
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        p = Path(path)
         meta = {"layers": self.net.layers, "hidden_size": self.net.hidden_size,
                 "width": self.net.width, "windows": self.windows}  # fmt: skip
-        state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
-        save_file(state, str(p), metadata={"drllm_router": json.dumps(meta)})
-        return p
+        return files.write(path, "drllm_router", meta, self.net.state_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> DrLLMRouter:
-        from safetensors import SafetensorError, safe_open
-
         p = Path(path)
+        meta, state = files.read(p, "drllm_router", "Dr.LLM router")
         try:
-            with safe_open(str(p), framework="pt") as f:
-                meta = json.loads((f.metadata() or {})["drllm_router"])
-                state = {k: f.get_tensor(k) for k in f.keys()}
             net = RouterNet(int(meta["hidden_size"]), meta["layers"], int(meta["width"]))
             net.load_state_dict(state)
-        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ConfigError(f"{p}: not a Dr.LLM router file ({type(e).__name__}: {e})") from None
         return cls(net, windows=int(meta["windows"]))
 

@@ -30,9 +30,7 @@ The request's `InterventionRef.scale` does not apply to routers and is ignored.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
@@ -40,10 +38,9 @@ from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from agentic.core import ConfigError, GenerateRequest
+from backends.interventions import files
 from backends.interventions.base import Intervention, ModelShape, SlotPlan, check_layers
 
 META_KEY = "prefill_router"
@@ -165,39 +162,28 @@ class PrefillRouter(Intervention):
 
     def save(self, path: str | Path) -> Path:
         """Write safetensors (weight, bias, center) with the settings as JSON metadata."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         meta = self.describe() | {"hidden_size": self.hidden_size, "info": self.info}
         tensors = {"weight": self.weight, "bias": self.bias, "center": self.center}
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")  # a reader never sees half a file
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        tmp.replace(p)
-        return p
+        return files.write(path, META_KEY, meta, tensors)
 
     @classmethod
     def load(cls, path: str | Path) -> PrefillRouter:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"no prefill router file at {p}")
-        try:
-            with safe_open(str(p), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ConfigError(f"{p} is not a safetensors file ({e})") from None
-        if META_KEY not in header or set(tensors) != {"weight", "bias", "center"}:
+        meta, tensors = files.read(p, META_KEY, "prefill router")
+        if set(tensors) != {"weight", "bias", "center"}:
             raise ConfigError(f"{p} is not a prefill router file (write it with .save)")
         try:
-            meta = json.loads(header[META_KEY])
             return cls(
                 meta["layers"],
                 int(meta["hidden_size"]),
                 threshold=float(meta["threshold"]),
                 max_skip=meta["max_skip"],
                 info=meta.get("info", {}),
-                **tensors,
+                weight=tensors["weight"],
+                bias=tensors["bias"],
+                center=tensors["center"],
             )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{p}: unreadable prefill router metadata ({e!r})") from None
 
 

@@ -32,17 +32,14 @@ because a few residual dimensions of small models are orders of magnitude larger
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from agentic.core import ConfigError
+from backends.interventions import files
 from backends.interventions.base import Intervention, ModelShape, SlotPlan, check_layers
 from backends.interventions.steering_vectors import Prompt, _check, _requests
 
@@ -368,29 +365,14 @@ class ProbeSteering(Intervention):
         tensors = {f"centroids.{i}": c.contiguous() for i, c in self.centroids.items()}
         tensors |= {"probe.weight": pr.weight, "probe.bias": pr.bias}
         tensors |= {"probe.mean": pr.mean, "probe.std": pr.std}
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        save_file(
-            {k: v.contiguous() for k, v in tensors.items()}, str(tmp), {META_KEY: json.dumps(meta)}
-        )
-        tmp.replace(p)
-        return p
+        return files.write(p, META_KEY, meta, tensors)
 
     @classmethod
     def load(cls, path: str | Path) -> ProbeSteering:
         """Read a file written by `save`; any other file is a `ConfigError` naming it."""
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"no G-ACT file at {p}")
+        meta, t = files.read(p, META_KEY, "G-ACT")
         try:
-            with safe_open(str(p), framework="pt") as f:
-                header = f.metadata() or {}
-                t = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ConfigError(f"{p} is not a safetensors file ({e})") from None
-        if META_KEY not in header:
-            raise ConfigError(f"{p} has no G-ACT metadata (header key {META_KEY!r})")
-        try:
-            meta = json.loads(header[META_KEY])
             layers = [int(i) for i in meta["layers"]]
             probes = Probes(layers, int(meta["k"]), int(meta["hidden_size"]))
             parts = ("weight", "bias", "mean", "std")
@@ -406,7 +388,7 @@ class ProbeSteering(Intervention):
                 scale=float(meta["scale"]),
                 min_prob=float(meta["min_prob"]),
             )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{p}: not a valid G-ACT file ({e!r})") from None
 
 

@@ -27,18 +27,15 @@ and the rest (name, method, model, hidden size, info) as JSON under the header k
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from agentic.core import ConfigError, GenerateRequest, Message
+from backends.interventions import files
 
 Pool = Literal["last", "mean"]
 Prompt = str | GenerateRequest
@@ -95,7 +92,6 @@ class SteeringVector(BaseModel):
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file (written beside and renamed, so a reader never sees half)."""
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "version": FORMAT_VERSION,
             "name": self.name,
@@ -106,32 +102,16 @@ class SteeringVector(BaseModel):
             "info": self.info,
         }
         tensors = {f"layer.{i}": t for i, t in self.directions.items()}
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        tmp.replace(p)
-        return p
+        return files.write(p, META_KEY, meta, tensors)
 
     @classmethod
     def load(cls, path: str | Path) -> SteeringVector:
         """Read a file written by `save`; any other file is a `ConfigError` naming it."""
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"no steering vector file at {p}")
+        meta, tensors = files.read(p, META_KEY, "steering-vector")
         try:
-            with safe_open(str(p), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ConfigError(f"{p} is not a safetensors file ({e})") from None
-        if META_KEY not in header:
-            raise ConfigError(
-                f"{p} is a safetensors file without steering-vector metadata (header key "
-                f"{META_KEY!r}); write it with SteeringVector.save"
-            )
-        try:
-            meta = json.loads(header[META_KEY])
             layers = [int(i) for i in meta["layers"]]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{p}: unreadable steering-vector metadata ({e!r})") from None
         expected = {f"layer.{i}" for i in layers}
         if set(tensors) != expected:

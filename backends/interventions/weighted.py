@@ -31,8 +31,6 @@ next-token distributions. Only the controller's parameters are trained.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,10 +38,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from agentic.core import ConfigError, GenerateRequest
+from backends.interventions import files
 from backends.interventions.base import Intervention, ModelShape, SlotPlan, check_layers
 from backends.interventions.hooks import decoder_layers
 
@@ -204,7 +201,6 @@ class WeightedSteering(Intervention):
     def save(self, path: str | Path) -> Path:
         """Safetensors: `direction.{l}` and `controller.*` tensors, the rest as JSON metadata."""
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
         c = self.controller
         meta = {
             "version": FORMAT_VERSION,
@@ -220,26 +216,13 @@ class WeightedSteering(Intervention):
         tensors |= {
             f"controller.{k}": v.detach().cpu().contiguous() for k, v in c.state_dict().items()
         }
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        tmp.replace(p)  # written beside and renamed: a reader never sees half a file
-        return p
+        return files.write(p, META_KEY, meta, tensors)
 
     @classmethod
     def load(cls, path: str | Path) -> WeightedSteering:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"no weighted-steering file at {p}")
+        meta, tensors = files.read(p, META_KEY, "weighted-steering")
         try:
-            with safe_open(str(p), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ConfigError(f"{p} is not a safetensors file ({e})") from None
-        if META_KEY not in header:
-            raise ConfigError(f"{p}: no {META_KEY!r} metadata; write it with WeightedSteering.save")
-        try:
-            meta = json.loads(header[META_KEY])
             layers = [int(x) for x in meta["layers"]]
             controller = SteeringController(
                 int(meta["hidden_size"]),
@@ -253,7 +236,7 @@ class WeightedSteering(Intervention):
             )
             directions = {x: tensors[f"direction.{x}"] for x in layers}
             out = cls(directions, controller, read_layer=int(meta["read_layer"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ConfigError(f"{p}: not a valid weighted-steering file ({e!r})") from None
         out.source = str(meta.get("source", "tensors"))
         out.info = dict(meta.get("info", {}))
