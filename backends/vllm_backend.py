@@ -14,6 +14,12 @@ asking for `vllm:` there raises `BackendUnavailable` saying how to install it. O
 `response_format` maps to vLLM's `StructuredOutputsParams` (json / regex / grammar, enforced by
 vLLM's own structured-output engine; whitespace inside JSON is the engine's setting,
 `structured_outputs_config`), and `params.logit_bias` to its `logit_bias`.
+
+Steering (`from_pretrained(..., steering=True)`): `attach(name, Steering(...))` and requests that
+name it (`GenerateRequest.interventions`) get the vectors added in the engine's decoder layers,
+per request, through the worker extension in `vllm_steering.py`. That needs eager mode (CUDA
+graphs replay captured kernels and skip Python hooks), so such engines run `enforce_eager=True`.
+Only `Steering` runs here; other interventions need `TransformersBackend`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,7 +48,12 @@ from agentic.core import (
     check_budget,
 )
 from backends.base import BaseBackend, Capabilities
+from backends.interventions.base import Intervention, ModelShape
 from backends.prompts import render_ids
+from backends.vllm_steering import EXTENSION, SteeringTable
+
+# a request's steering: resolved entries, `_sampling` keywords (extra_args), prefix-cache salt
+_Steer = tuple[list[Any], dict[str, Any], str | None]
 
 
 def _import_vllm() -> Any:
@@ -65,7 +77,7 @@ def _tops(position: Any, k: int) -> tuple[TopLogprob, ...]:
 
 
 class VLLMBackend(BaseBackend):
-    def __init__(self, engine: Any, *, name: str = "vllm") -> None:
+    def __init__(self, engine: Any, *, name: str = "vllm", steering: bool = False) -> None:
         self.engine = engine
         self.tokenizer = engine.get_tokenizer()
         self.name = name
@@ -79,6 +91,25 @@ class VLLMBackend(BaseBackend):
             streaming=True,
             seed=True,
             structured_output=True,
+            interventions=steering,
+        )
+        self.steering: SteeringTable | None = None
+        if steering:
+            self.steering = SteeringTable(self._steering_shape(engine))
+
+    def _steering_shape(self, engine: Any) -> ModelShape:
+        ext = engine.vllm_config.parallel_config.worker_extension_cls
+        if ext != EXTENSION:
+            raise ConfigError(
+                f"vllm: steering needs worker_extension_cls={EXTENSION!r}, got {ext!r}"
+            )
+        if not engine.model_config.enforce_eager:
+            raise ConfigError("vllm: steering needs enforce_eager=True (see from_pretrained)")
+        if engine.vllm_config.parallel_config.pipeline_parallel_size > 1:
+            raise ConfigError("vllm: steering does not support pipeline_parallel_size > 1")
+        text = engine.model_config.hf_text_config
+        return ModelShape(
+            self.name, int(text.num_hidden_layers), int(engine.model_config.get_hidden_size())
         )
 
     @classmethod
@@ -90,12 +121,28 @@ class VLLMBackend(BaseBackend):
         max_model_len: int = 2048,
         seed: int = 0,
         name: str | None = None,
+        steering: bool = False,
         **engine_args: Any,
     ) -> VLLMBackend:
-        """Start an engine on `path`. `engine_args` go to vLLM's `AsyncEngineArgs`."""
+        """Start an engine on `path`. `engine_args` go to vLLM's `AsyncEngineArgs`.
+        `steering=True` loads the steering worker extension and forces `enforce_eager=True`:
+        CUDA graphs (and torch.compile) capture the layers once, and the Python hooks that add
+        steering vectors would not run inside a replayed graph."""
         vllm = _import_vllm()
         if not Path(path).exists():
             raise ConfigError(f"vllm: model path does not exist: {path}")
+        if steering:
+            if engine_args.get("enforce_eager", True) is not True:
+                raise ConfigError(
+                    "vllm: steering=True needs enforce_eager=True: CUDA graphs replay captured "
+                    "kernels, so the layer hooks that add steering vectors would not run"
+                )
+            if engine_args.get("worker_extension_cls", EXTENSION) != EXTENSION:
+                raise ConfigError(
+                    f"vllm: steering=True sets worker_extension_cls={EXTENSION!r}; got "
+                    f"{engine_args['worker_extension_cls']!r}"
+                )
+            engine_args |= {"enforce_eager": True, "worker_extension_cls": EXTENSION}
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = vllm.AsyncEngineArgs(
@@ -106,7 +153,48 @@ class VLLMBackend(BaseBackend):
             disable_log_stats=True,
             **engine_args,
         )
-        return cls(AsyncLLM.from_engine_args(args), name=name or f"vllm:{path}")
+        return cls(AsyncLLM.from_engine_args(args), name=name or f"vllm:{path}", steering=steering)
+
+    # ---- steering (interventions) --------------------------------------------------------
+
+    def _table(self, what: str) -> SteeringTable:
+        if self.steering is None:
+            raise ConfigError(
+                f"{what}: backend {self.name!r} was started without steering; "
+                "use VLLMBackend.from_pretrained(path, steering=True)"
+            )
+        return self.steering
+
+    def attach(self, name: str, intervention: Intervention) -> None:
+        """Make a `Steering` available to requests that name it. The vectors reach the engine's
+        workers with the next request; requests that name nothing are not touched."""
+        self._table(f"attach({name!r})").attach(name, intervention)
+
+    def detach(self, name: str) -> Intervention:
+        """Remove an intervention; requests already running keep their vectors."""
+        return self._table(f"detach({name!r})").detach(name)
+
+    def clear_interventions(self) -> None:
+        """Detach everything; the hooks come off the model before the next request runs.
+        Only between requests: `ConfigError` while one with interventions runs."""
+        if self.steering is not None:
+            self.steering.clear()
+
+    async def _rpc(self, method: str, *args: Any) -> list[Any]:
+        return list(await self.engine.collective_rpc(method, args=args))
+
+    async def steering_stats(self) -> list[dict[str, Any]]:
+        """What the steering extension did on each worker (hooked layers, steered tokens)."""
+        self._table("steering_stats")
+        return await self._rpc("agentic_steer_stats")
+
+    def _steer(self, req: GenerateRequest) -> _Steer:
+        """The resolved steering of a request, its `extra_args` and its prefix-cache salt."""
+        if not req.interventions:
+            return [], {}, None
+        resolved = self._table("interventions").resolve(req.interventions)
+        extra, salt = SteeringTable.request_args(resolved)
+        return resolved, {"extra_args": extra}, salt
 
     def _prompt(self, req: GenerateRequest | ScoreRequest) -> list[int]:
         ids = render_ids(self.tokenizer, req, self.name)
@@ -147,9 +235,15 @@ class VLLMBackend(BaseBackend):
             **extra,
         )
 
-    async def _final(self, prompt: list[int], sampling: Any) -> Any:
+    def _inputs(self, prompt: list[int], salt: str | None) -> Any:
+        if salt is None:
+            return self.vllm.TokensPrompt(prompt_token_ids=prompt)
+        # steered prompts get their own prefix-cache namespace: their KV differs
+        return self.vllm.TokensPrompt(prompt_token_ids=prompt, cache_salt=salt)
+
+    async def _final(self, prompt: list[int], sampling: Any, salt: str | None = None) -> Any:
         final = None
-        inputs = self.vllm.TokensPrompt(prompt_token_ids=prompt)
+        inputs = self._inputs(prompt, salt)
         # closing the generator (a cancelled caller) aborts the request inside vLLM
         async for out in self.engine.generate(inputs, sampling, request_id=uuid.uuid4().hex):
             final = out
@@ -193,16 +287,29 @@ class VLLMBackend(BaseBackend):
             for j, o in enumerate(sorted(out.outputs, key=lambda o: o.index))
         ]
 
-    async def _one(self, req: GenerateRequest, prompt: list[int]) -> list[Generation]:
+    async def _one(
+        self, req: GenerateRequest, prompt: list[int], steer: _Steer
+    ) -> list[Generation]:
         t0 = time.monotonic()
-        out = await self._final(prompt, self._sampling(req.params, fmt=req.response_format))
+        _, extra, salt = steer
+        sampling = self._sampling(req.params, fmt=req.response_format, **extra)
+        out = await self._final(prompt, sampling, salt)
         return self._generations(req, out, time.monotonic() - t0)
 
     async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
         prompts = [self._prompt(r) for r in requests]  # all validated before any is sent
-        return list(
-            await asyncio.gather(*(self._one(r, p) for r, p in zip(requests, prompts, strict=True)))
-        )
+        steers = [self._steer(r) for r in requests]
+        with ExitStack() as running:
+            if self.steering is not None:
+                # marked running before the sync, so a detach meanwhile cannot unload them
+                for resolved, _, _ in steers:
+                    running.enter_context(self.steering.running(resolved))
+                await self.steering.sync(self._rpc)
+            return list(
+                await asyncio.gather(
+                    *(self._one(*a) for a in zip(requests, prompts, steers, strict=True))
+                )
+            )
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
         if request.params.n != 1:
@@ -211,10 +318,15 @@ class VLLMBackend(BaseBackend):
         prompt = self._prompt(request)
         t0 = time.monotonic()
         text, ids, positions = "", list[int](), list[Any]()
-        inputs = self.vllm.TokensPrompt(prompt_token_ids=prompt)
-        sampling = self._sampling(request.params, delta=True, fmt=request.response_format)
+        resolved, extra, salt = self._steer(request)
+        inputs = self._inputs(prompt, salt)
+        sampling = self._sampling(request.params, delta=True, fmt=request.response_format, **extra)
         finish = SimpleNamespace(finish_reason="length", stop_reason=None)
+        running = self.steering.running(resolved) if self.steering is not None else nullcontext()
+        running.__enter__()  # its keys stay on the workers until the stream ends
         try:
+            if self.steering is not None:
+                await self.steering.sync(self._rpc)
             async for out in self.engine.generate(inputs, sampling, request_id=uuid.uuid4().hex):
                 o = out.outputs[0]
                 text += o.text
@@ -224,6 +336,7 @@ class VLLMBackend(BaseBackend):
                 if o.text:
                     yield o.text
         finally:
+            running.__exit__(None, None, None)
             # a caller that stops reading aborts the request; what was produced is charged
             usage = Usage(
                 prompt_tokens=len(prompt),
