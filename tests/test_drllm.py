@@ -103,7 +103,7 @@ async def test_search_finds_an_admissible_cheaper_config_scored_correctly(lm: An
     full = loglik_by_hand(lm, prompt + answer, len(prompt), set(), set())
     tol = 0.5
     found = await search_config(
-        lm, prompt, answer, max_executions=28, tolerance=tol, beam=2, rounds=4
+        lm, prompt, answer, max_executions=28, tolerance=tol, beam=2, rounds=2
     )
     assert found.executions(lm.num_layers) <= 28 and 0 not in found.skip
     by_hand = loglik_by_hand(lm, prompt + answer, len(prompt), set(found.skip), set(found.repeat))
@@ -116,7 +116,7 @@ async def test_search_finds_an_admissible_cheaper_config_scored_correctly(lm: An
 async def test_fit_trains_routers_that_reproduce_their_labels(lm: Any, tmp_path: Any) -> None:
     suite = load_suite(
         "basic_arithmetic",
-        n=3,
+        n=2,
         seed=5,
         config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
     )
@@ -126,7 +126,7 @@ async def test_fit_trains_routers_that_reproduce_their_labels(lm: Any, tmp_path:
         lm,
         examples,
         layers=layers,
-        search={"tolerance": 0.5, "rounds": 3, "beam": 1, "max_executions": 29},
+        search={"tolerance": 0.5, "rounds": 2, "beam": 1, "max_executions": 29},
         train={"epochs": 150},
     )
     assert all(c.executions(30) <= 29 for c in configs)
