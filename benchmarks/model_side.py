@@ -92,24 +92,26 @@ async def refusal(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     harm, benign = safety("test")
     harm, benign = harm[: args.safety_n], benign[: args.safety_n]
     base_h, base_b = await answers(lm, harm), await answers(lm, benign)
-    rows = [_refusal_row("none", base_h, base_b, base_b)]
+    rows = [_refusal_row("none", base_h, base_b, base_b, **{"train s": 0.0})]
     for scale in args.scales:
         lm.attach(f"fixed{scale}", Steering(vec, scale=scale))
         ref = (InterventionRef(name=f"fixed{scale}"),)
         h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
-        rows.append(_refusal_row(f"fixed vector x{scale}", h, b, base_b))
+        rows.append(_refusal_row(f"fixed vector x{scale}", h, b, base_b, **{"train s": 0.0}))
     try:
         from backends.interventions.weighted import train_weighted_controller
     except ImportError:
         return rows
-    t0 = time.monotonic()
-    ctrl = await train_weighted_controller(
-        lm, vec, pos[:20], neg[:20], read_layer=layers[0], epochs=2
-    )
-    lm.attach("weighted", ctrl)
-    ref = (InterventionRef(name="weighted"),)
-    h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
-    rows.append(_refusal_row("weighted controller", h, b, base_b, train_s=time.monotonic() - t0))
+    for s_max in args.smax:
+        t0 = time.monotonic()
+        ctrl = await train_weighted_controller(
+            lm, vec, pos[:20], neg[:20], read_layer=layers[0], epochs=2, s_max=s_max
+        )
+        lm.attach(f"weighted{s_max}", ctrl)
+        ref = (InterventionRef(name=f"weighted{s_max}"),)
+        h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
+        row = _refusal_row(f"weighted, s_max {s_max}", h, b, base_b)
+        rows.append(row | {"train s": time.monotonic() - t0})
     return rows
 
 
@@ -294,11 +296,14 @@ PARTS = {"overhead": overhead, "refusal": refusal, "concept": concept, "routers"
 
 
 def show(title: str, rows: list[dict[str, Any]]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     table = Table(title=title)
-    for key in rows[0]:
-        table.add_column(key, justify="left" if isinstance(rows[0][key], str) else "right")
+    for key in keys:
+        table.add_column(key, justify="left" if isinstance(rows[0].get(key), str) else "right")
     for r in rows:
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
+        cells = (r.get(k) for k in keys)
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else "-" if v is None else str(v)
+                        for v in cells))  # fmt: skip
     console.print(table)
 
 
@@ -330,7 +335,8 @@ def main() -> None:
     ap.add_argument("--backend", default="embedded:smollm2")
     ap.add_argument("--parts", default=",".join(PARTS), type=lambda s: s.split(","))
     ap.add_argument("--safety-n", type=int, default=30, help="test prompts per label")
-    ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5])
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.05, 0.1], help="fixed, per layer")
+    ap.add_argument("--smax", type=float, nargs="+", default=[0.5, 1.0], help="weighted cap")
     ap.add_argument("--gact-scale", type=float, default=4.0)
     ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--texts", type=int, default=12)
