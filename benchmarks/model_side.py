@@ -44,6 +44,7 @@ from backends.interventions.first import train_routers as train_first
 from backends.interventions.static import ActivityTrace, LayerSkip, Steering
 from backends.interventions.steering_vectors import extract_mean_difference
 from backends.interventions.voids import VoidSkip
+from backends.interventions.weighted import train_weighted_controller
 from controllers.harm_judge import REFUSAL_PATTERNS
 
 RESULTS = Path(__file__).parent / "results" / "model_side.json"
@@ -93,25 +94,25 @@ async def refusal(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     harm, benign = harm[: args.safety_n], benign[: args.safety_n]
     base_h, base_b = await answers(lm, harm), await answers(lm, benign)
     rows = [_refusal_row("none", base_h, base_b, base_b, **{"train s": 0.0})]
-    for scale in args.scales:
+    for scale in [] if args.skip_fixed else args.scales:
         lm.attach(f"fixed{scale}", Steering(vec, scale=scale))
         ref = (InterventionRef(name=f"fixed{scale}"),)
         h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
         rows.append(_refusal_row(f"fixed vector x{scale}", h, b, base_b, **{"train s": 0.0}))
-    try:
-        from backends.interventions.weighted import train_weighted_controller
-    except ImportError:
-        return rows
     for s_max in args.smax:
         t0 = time.monotonic()
         ctrl = await train_weighted_controller(
             lm, vec, pos[:20], neg[:20], read_layer=layers[0], epochs=2, s_max=s_max
         )
         lm.attach(f"weighted{s_max}", ctrl)
-        ref = (InterventionRef(name=f"weighted{s_max}"),)
-        h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
-        row = _refusal_row(f"weighted, s_max {s_max}", h, b, base_b)
-        rows.append(row | {"train s": time.monotonic() - t0})
+        trained = time.monotonic() - t0
+        # the request's scale multiplies the controller's s * w_l: the refusal-likelihood
+        # objective settles on coefficients below what flips SmolLM2's answers
+        for gain in args.gains:
+            ref = (InterventionRef(name=f"weighted{s_max}", scale=gain),)
+            h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
+            row = _refusal_row(f"weighted, s_max {s_max}, request scale {gain}", h, b, base_b)
+            rows.append(row | {"train s": trained})
     return rows
 
 
@@ -336,7 +337,9 @@ def main() -> None:
     ap.add_argument("--parts", default=",".join(PARTS), type=lambda s: s.split(","))
     ap.add_argument("--safety-n", type=int, default=30, help="test prompts per label")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.05, 0.1], help="fixed, per layer")
-    ap.add_argument("--smax", type=float, nargs="+", default=[0.5, 1.0], help="weighted cap")
+    ap.add_argument("--smax", type=float, nargs="+", default=[0.5], help="weighted cap")
+    ap.add_argument("--gains", type=float, nargs="+", default=[1.0, 1.5, 2.0], help="its scale")
+    ap.add_argument("--skip-fixed", action="store_true", help="refusal: only the controller")
     ap.add_argument("--gact-scale", type=float, default=4.0)
     ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--texts", type=int, default=12)
