@@ -193,21 +193,24 @@ def test_entropy_topk(tri: Any, b: int, v: int, dtype: torch.dtype, k: int) -> N
         _check_entropy_topk(impl(x, k), x, k)
 
 
-@pytest.mark.parametrize("bitonic", [False, True])
-def test_entropy_topk_over_spans(tri: Any, bitonic: bool) -> None:
-    """Two spans a row (so the combining kernel), a whole chunk of -inf, a whole span of -inf, a
-    peaked row; both top-k merges (bitonic on a small vocabulary: the interpreter is slow at it).
-    """
-    if tri is None or (bitonic and not tri.ent.HAS_TOPK):
-        pytest.skip("needs the interpreter subprocess" + (" and tl.topk" if bitonic else ""))
-    v, block_v, k = (300, 64, 3) if bitonic else (50257, 16384, 20)
-    x = _logits(3, v, F32, seed=7)
-    x[0, block_v : 2 * block_v] = -torch.inf  # one chunk, inside the first span
-    x[1, v // 2 :] = -torch.inf  # the whole last span
-    x[2, v // 3] = 200.0  # entropy ~ 0: where lse - E[x] would cancel
-    got = tri.ent.launch(x, k, block_v=block_v, splits=2, bitonic=bitonic)
-    _check_entropy_topk(got, x, k)
-    assert got[2][2, 0] == v // 3
+if INTERPRETER:  # the kernels themselves run only in the interpreter subprocess
+
+    @pytest.mark.parametrize("bitonic", [False, True])
+    def test_entropy_topk_over_spans(tri: Any, bitonic: bool) -> None:
+        """Two spans a row (so the combining kernel), a whole chunk of -inf, a whole span of
+        -inf, a peaked row; both top-k merges (bitonic on a small vocabulary: the interpreter is
+        slow at it)."""
+        assert tri is not None
+        if bitonic and not tri.ent.HAS_TOPK:
+            pytest.skip("this triton has no tl.topk")
+        v, block_v, k = (300, 64, 3) if bitonic else (50257, 16384, 20)
+        x = _logits(3, v, F32, seed=7)
+        x[0, block_v : 2 * block_v] = -torch.inf  # one chunk, inside the first span
+        x[1, v // 2 :] = -torch.inf  # the whole last span
+        x[2, v // 3] = 200.0  # entropy ~ 0: where lse - E[x] would cancel
+        got = tri.ent.launch(x, k, block_v=block_v, splits=2, bitonic=bitonic)
+        _check_entropy_topk(got, x, k)
+        assert got[2][2, 0] == v // 3
 
 
 @pytest.mark.skipif(INTERPRETER, reason="needs compiled (not interpreted) kernels")
@@ -272,24 +275,25 @@ def test_backend_for(clean_env: pytest.MonkeyPatch) -> None:
     assert kernels.backend_for(cuda) == "torch"
 
 
-def test_public_functions_run_triton_when_dispatched(tri: Any, clean_env: Any) -> None:
-    if tri is None:
-        pytest.skip("needs the interpreter subprocess")
-    clean_env.setenv("AGENTIC_KERNELS", "triton")
-    clean_env.setenv("TRITON_INTERPRET", "1")
-    hidden, rows, vectors, weights = _steer_inputs(2, 3, 17, BF16, False)
-    keep, x = torch.tensor([True, False]), _logits(2, 100, F32, seed=0)
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("_steer_add", "_gated_residual", "_row_l2_delta", "_entropy_topk"):
-            patch.setattr(reference, name, None)  # calling the reference would fail
-        steered = kernels.steer_add(hidden, rows, vectors, weights)
-        gated = kernels.gated_residual(hidden, steered, keep)
-        norms = kernels.row_l2_delta(hidden, steered)
-        stats = kernels.entropy_topk(x, 4)
-    _assert_noop_rows(steered, hidden, rows)
-    assert torch.equal(gated, reference.gated_residual(hidden, steered, keep))
-    torch.testing.assert_close(norms, reference.row_l2_delta(hidden, steered))
-    _check_entropy_topk(stats, x, 4)
+if INTERPRETER:  # the kernels themselves run only in the interpreter subprocess
+
+    def test_public_functions_run_triton_when_dispatched(tri: Any, clean_env: Any) -> None:
+        assert tri is not None
+        clean_env.setenv("AGENTIC_KERNELS", "triton")
+        clean_env.setenv("TRITON_INTERPRET", "1")
+        hidden, rows, vectors, weights = _steer_inputs(2, 3, 17, BF16, False)
+        keep, x = torch.tensor([True, False]), _logits(2, 100, F32, seed=0)
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("_steer_add", "_gated_residual", "_row_l2_delta", "_entropy_topk"):
+                patch.setattr(reference, name, None)  # calling the reference would fail
+            steered = kernels.steer_add(hidden, rows, vectors, weights)
+            gated = kernels.gated_residual(hidden, steered, keep)
+            norms = kernels.row_l2_delta(hidden, steered)
+            stats = kernels.entropy_topk(x, 4)
+        _assert_noop_rows(steered, hidden, rows)
+        assert torch.equal(gated, reference.gated_residual(hidden, steered, keep))
+        torch.testing.assert_close(norms, reference.row_l2_delta(hidden, steered))
+        _check_entropy_topk(stats, x, 4)
 
 
 def test_import_needs_no_triton_and_falls_back_to_the_references() -> None:
