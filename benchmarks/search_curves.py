@@ -26,8 +26,11 @@ rescored by the head instead of drawn again.
 
 Controllers run in the order above, each on every suite, so a run cut short still compares the
 first controllers on all tasks. A complete recording is kept and not run again (`--rerun` forces
-it); one cut short is run again. `--controllers` picks a subset (comma-separated names);
-`--summarize` only rebuilds the tables and plots from the recordings already there. The script
+it); one cut short is run again. Each finished run also leaves a small digest beside its
+recording (`<name>.rows.json`: its curve points and table rows), committed while the recordings
+are not, so a later checkout summarizes and skips every run that finished anywhere.
+`--controllers` picks a subset (comma-separated names); `--summarize` only rebuilds the tables
+and plots from the recordings and digests already there. The script
 is not named search.py: run as a script, that name would shadow the `search` package.
 """
 
@@ -199,6 +202,39 @@ def complete(path: Path) -> bool:
     return path.exists() and any(e.type == "run.end" for e in read_events(path))
 
 
+def stored(path: Path) -> Path:
+    """The committed digest of a recording: its points and rows. Recordings are large and not
+    committed, so a checkout without them still summarizes every run that finished somewhere."""
+    return path.with_suffix(".rows.json")
+
+
+def done(path: Path) -> bool:
+    return complete(path) or stored(path).exists()
+
+
+def reused(args: argparse.Namespace, name: str, label: str) -> Path | None:
+    """A judge run that stands for this head run: greedy ignores the reward, and best-of-N's
+    samples are rescored by the head rather than drawn again."""
+    judge = args.out / "judge" / name / f"{label}.jsonl"
+    if args.reward != "head":
+        return None
+    if label == "greedy" and done(judge):
+        return judge
+    if label == f"bon-{BON_N}" and complete(judge):
+        return judge
+    return None
+
+
+def save_digest(path: Path, points: list[Point], rows: list[dict[str, Any]]) -> None:
+    digest = {"points": [p.model_dump(mode="json") for p in points], "rows": rows}
+    stored(path).write_text(json.dumps(digest, indent=1) + "\n")
+
+
+def load_digest(path: Path) -> tuple[list[Point], list[dict[str, Any]]]:
+    digest = json.loads(stored(path).read_text())
+    return [Point.model_validate(p) for p in digest["points"]], digest["rows"]
+
+
 async def run_all(args: argparse.Namespace, backend: Backend, console: Console) -> None:
     """Controller by controller, each on every suite, so that a run cut short still compares
     the first controllers on all tasks; recordings already complete are kept."""
@@ -210,9 +246,7 @@ async def run_all(args: argparse.Namespace, backend: Backend, console: Console) 
     for label in wanted:
         for name in args.suites.split(","):
             path = args.out / args.reward / name / f"{label}.jsonl"
-            judge_bon = args.out / "judge" / name / path.name
-            reuse = label == f"bon-{BON_N}" and args.reward == "head" and complete(judge_bon)
-            if reuse or (complete(path) and not args.rerun):
+            if not args.rerun and (done(path) or reused(args, name, label) is not None):
                 continue
             suite = load_suite(
                 "basic_arithmetic", n=args.tasks, seed=args.seed, config=SUITES[name]
@@ -220,49 +254,75 @@ async def run_all(args: argparse.Namespace, backend: Backend, console: Console) 
             path.unlink(missing_ok=True)
             console.print(f"[bold]{label}[/] on {name} ...")
             await run_one(backend, suite, specs[label], path)
+            if label == f"bon-{BON_N}":
+                await bon_digest(args, suite, path, None, backend)
+            else:
+                save_digest(path, *run_digest(path))
 
 
 async def one_suite(
     args: argparse.Namespace, name: str, backend: Backend | None, console: Console
 ) -> list[dict[str, Any]]:
-    """Rows (controller, size, accuracy, tokens, ...) of one suite from its recordings; draws
+    """Rows (controller, size, accuracy, tokens, ...) of one suite, from its recordings where
+    they are here (refreshing their digests) and from the committed digests elsewhere; draws
     its curves."""
     suite = load_suite("basic_arithmetic", n=args.tasks, seed=args.seed, config=SUITES[name])
     folder = args.out / args.reward / name
-    bon = f"bon-{BON_N}"
-    paths = [folder / f"{label}.jsonl" for label in controllers(args.reward, args.head)]
-    points = budget_points([p for p in paths if p.name != f"{bon}.jsonl" and complete(p)])
-    # name each point by its file, which says more than the settings
-    points = [p.model_copy(update={"label": Path(p.file).stem}) for p in points]
-    bon_from = folder / f"{bon}.jsonl"
-    if args.reward == "head" and not complete(bon_from):
-        bon_from = args.out / "judge" / name / f"{bon}.jsonl"
-    if complete(bon_from):
-        samples = bon_samples(bon_from)
-        if args.reward == "head" and "judge" in bon_from.parts:
-            assert isinstance(backend, TransformersBackend)
-            steps = StepGenerator(backend, system_prompt=suite.system_prompt)
-            await rescore(
-                samples, suite, HeadReward.load(backend, args.head, messages=steps.messages)
-            )
-        points += await bon_points(samples, suite, bon_from, args.reward)
+    points: list[Point] = []
+    rows: list[dict[str, Any]] = []
+    for label in controllers(args.reward, args.head):
+        path = folder / f"{label}.jsonl"
+        source = reused(args, name, label) if not done(path) else None
+        if label == f"bon-{BON_N}":
+            got = await bon_digest(args, suite, path, source, backend)
+        elif complete(source or path):
+            got = run_digest(source or path)
+            if source is None:
+                save_digest(path, *got)
+        elif done(source or path):
+            got = load_digest(source or path)
+        else:
+            continue
+        points += got[0]
+        rows += got[1]
     if points:
         plot_budget(points, folder / "curve.png", x_name="completion_tokens", title=name)
-    rows = []
-    for p in points:
-        extra = summarize_run(Path(p.file)) if not p.label.startswith("bon") else {}
-        rows.append(
-            {
-                "controller": p.label,
-                "size": p.note,
-                "tasks": p.tasks,
-                "accuracy": p.accuracy,
-                "tokens": p.x,
-                **extra,
-            }
-        )
     show(console, f"{name}: reward {args.reward}", rows)
     return rows
+
+
+def run_digest(path: Path) -> tuple[list[Point], list[dict[str, Any]]]:
+    # name each point by its file, which says more than the settings
+    points = [p.model_copy(update={"label": path.stem}) for p in budget_points([path])]
+    extra = summarize_run(path)
+    return points, [{**row_of(p), **extra} for p in points]
+
+
+def row_of(p: Point) -> dict[str, Any]:
+    return {"controller": p.label, "size": p.note, "tasks": p.tasks, "accuracy": p.accuracy,
+            "tokens": p.x}  # fmt: skip
+
+
+async def bon_digest(
+    args: argparse.Namespace,
+    suite: TaskSuite,
+    path: Path,
+    source: Path | None,
+    backend: Backend | None,
+) -> tuple[list[Point], list[dict[str, Any]]]:
+    """BoN@n curves read off the N = 16 run (rescored by the head when the samples are the
+    judge's); nothing when neither a recording nor a digest is here."""
+    if source is None and not complete(path):
+        return load_digest(path) if done(path) else ([], [])
+    samples = bon_samples(source or path)
+    if source is not None:
+        assert isinstance(backend, TransformersBackend)
+        steps = StepGenerator(backend, system_prompt=suite.system_prompt)
+        await rescore(samples, suite, HeadReward.load(backend, args.head, messages=steps.messages))
+    points = await bon_points(samples, suite, source or path, args.reward)
+    rows = [row_of(p) for p in points]
+    save_digest(path, points, rows)
+    return points, rows
 
 
 def pooled(per_suite: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -324,8 +384,11 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace) -> None:
     console = Console(width=120)
-    # rescoring best-of-N samples with the head needs the model even when only summarizing
-    need_model = not args.summarize or args.reward == "head"
+    # rescoring the judge's best-of-N samples with the head needs the model
+    need_model = not args.summarize or any(
+        complete(args.out / "judge" / name / f"bon-{BON_N}.jsonl")
+        for name in args.suites.split(",")
+    )
     backend = load_backend("embedded:smollm2") if need_model else None
     if not args.summarize:
         assert backend is not None
