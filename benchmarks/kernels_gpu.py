@@ -1,16 +1,23 @@
 """The four kernels on a GPU: Triton vs their torch references vs plain eager torch.
 
 For each op and realistic shape (B in 1, 8, 64; decode T=1 and prefill T=512; D in 576
-(SmolLM2-135M) and 4096 (7-8B models); V in 49152 and 152064), three callables are timed:
+(SmolLM2-135M) and 4096 (7-8B models); V in 49152 and 152064), these callables are timed:
 `triton` (the public `kernels.<op>`, which runs the Triton kernel on CUDA tensors, argument
-checks included), `reference` (`kernels.reference.<op>`) and `eager` (the one-liner a user would
-write, e.g. `hidden + weights[rows][:, None, None] * vectors[rows][:, None, :]`). Timing: CUDA
-events around `--inner` back-to-back calls, after `--warmup` calls, median of `--reps`. Each row
-also records the largest difference between the Triton and reference outputs. entropy_topk is
+checks included), `bare` (the same kernel without the checks, `kernels.dispatch.unchecked`, as
+the layer hooks call it; not for entropy_topk), `reference` (`kernels.reference.<op>`) and
+`eager` (the one-liner a user would write, e.g.
+`hidden + weights[rows][:, None, None] * vectors[rows][:, None, :]`). Timing: CUDA events
+around `--inner` back-to-back calls, after `--warmup` calls, median of `--reps`. Each row also
+records the largest difference between the Triton and reference outputs. entropy_topk is
 timed twice: with the default merge of top-k candidates and with bitonic `tl.topk`
 (`kernels.triton_entropy.launch(..., bitonic=True)`, Triton >= 3.4), so the default can follow.
 Target (reported, not asserted): each kernel >= 2x eager. A variant that raises is listed under
 "failed" in the JSON (exit code 1) and the other rows still run.
+
+Then a decode step with interventions attached (steering + routing in a mixed batch, steering
+every row, hooks idle) is timed against the same step with no hooks (`steered_step.py`, on
+random-weight models of the SmolLM2-135M and Llama-3-8B shapes). Target: within 3%.
+`--only kernels|decode` runs one half.
 
     .venv/bin/python benchmarks/kernels_gpu.py [--reps 20] [--out PATH]
     .venv/bin/python benchmarks/kernels_gpu.py --smoke   # tiny shapes on CPU, references
@@ -32,10 +39,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import steered_step
 import torch
 
 import kernels
 from kernels import reference
+from kernels.dispatch import unchecked
 
 OUT = Path(__file__).parent / "results" / "kernels_gpu.json"
 Fn = Callable[[], Any]
@@ -112,6 +121,7 @@ def activation_cases(shapes: list[tuple[int, int, int]], dev: str) -> list[Case]
         ):
             fns: dict[str, Fn] = {
                 "triton": partial(getattr(kernels, op), *args),
+                "unchecked": partial(getattr(unchecked(h), op), *args),
                 "reference": partial(getattr(reference, op), *args),
                 "eager": partial(eager, *args),
             }
@@ -144,32 +154,13 @@ def entropy_cases(shapes: list[tuple[int, int]], k: int, dev: str) -> list[Case]
     return cases
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (references)")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--inner", type=int, default=10, help="calls per timed sample")
-    ap.add_argument("--k", type=int, default=20, help="top-k for entropy_topk")
-    ap.add_argument("--out", type=Path, default=None, help=f"JSON path (default {OUT})")
-    args = ap.parse_args(argv)
-    cuda = torch.cuda.is_available() and not args.smoke
-    if not cuda and not args.smoke:
-        print("kernels_gpu: no CUDA device, nothing timed (--smoke checks the timed code on CPU)")
-        return 0
-    dev = "cuda" if cuda else "cpu"
-    if args.smoke:
-        act = [(b, t, d) for b in (1, 2) for t in (1, 3) for d in (8, 17)]
-        voc = [(b, v) for b in (1, 2) for v in (100, 300)]
-        args.warmup, args.reps, args.inner = 1, 2, 1
-    else:
-        act = [(b, t, d) for b in (1, 8, 64) for t in (1, 512) for d in (576, 4096)]
-        voc = [(b, v) for b in (1, 8, 64) for v in (49152, 152064)]
-    cases = activation_cases(act, dev) + entropy_cases(voc, args.k, dev)
-
+def time_kernels(
+    cases: list[Case], args: argparse.Namespace, cuda: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
-    header = f"{'op':<22} {'shape':<22} {'triton us':>10} {'ref us':>10} {'eager us':>10} "
+    header = f"{'op':<22} {'shape':<22} {'triton us':>10} {'bare us':>8} {'ref us':>10} "
+    header += f"{'eager us':>10} "
     print(header + f"{'x eager':>8} {'x ref':>7} {'max diff':>9}")
     for op, shape, fns in cases:
         t0 = time.perf_counter()
@@ -188,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             "op": op,
             "shape": shape,
             "triton_us": us["triton"],
+            "unchecked_us": us.get("unchecked"),
             "reference_us": us["reference"],
             "eager_us": us["eager"],
             "speedup_vs_eager": us["eager"] / us["triton"],
@@ -198,10 +190,51 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows.append(row)
         print(
-            f"{op:<22} {shape:<22} {us['triton']:>10.1f} {us['reference']:>10.1f} "
+            f"{op:<22} {shape:<22} {us['triton']:>10.1f} {us.get('unchecked', 0.0):>8.1f} "
+            f"{us['reference']:>10.1f} "
             f"{us['eager']:>10.1f} {row['speedup_vs_eager']:>8.2f} "
             f"{row['speedup_vs_reference']:>7.2f} {diff:>9.2g}"
         )
+    return rows, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (references)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--inner", type=int, default=10, help="calls per timed sample")
+    ap.add_argument("--k", type=int, default=20, help="top-k for entropy_topk")
+    ap.add_argument("--out", type=Path, default=None, help=f"JSON path (default {OUT})")
+    ap.add_argument("--only", choices=["kernels", "decode"], default=None)
+    steered_step.add_arguments(ap)
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available() and not args.smoke
+    if not cuda and not args.smoke:
+        print("kernels_gpu: no CUDA device, nothing timed (--smoke checks the timed code on CPU)")
+        return 0
+    dev = "cuda" if cuda else "cpu"
+    if args.smoke:
+        act = [(b, t, d) for b in (1, 2) for t in (1, 3) for d in (8, 17)]
+        voc = [(b, v) for b in (1, 2) for v in (100, 300)]
+        args.warmup, args.reps, args.inner = 1, 2, 1
+        args.steps, args.rounds, args.step_warmup = 2, 2, 1
+    else:
+        act = [(b, t, d) for b in (1, 8, 64) for t in (1, 512) for d in (576, 4096)]
+        voc = [(b, v) for b in (1, 8, 64) for v in (49152, 152064)]
+    cases = activation_cases(act, dev) + entropy_cases(voc, args.k, dev)
+    if args.only != "decode":
+        rows, failed = time_kernels(cases, args, cuda)
+    else:
+        rows, failed = [], []
+
+    decode: list[dict[str, Any]] = []
+    if args.only != "kernels":
+        try:
+            decode = steered_step.run(args)
+        except Exception as e:
+            print(f"decode steps failed: {e!r}"[:300])
+            failed.append({"op": "decode step", "shape": "", "error": repr(e)})
     summary = {}
     for op in dict.fromkeys(r["op"] for r in rows):
         mine = [r for r in rows if r["op"] == op]
@@ -224,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         "target": "each kernel >= 2x eager torch (reported, not asserted)",
         "summary": summary,
         "rows": rows,
+        "decode_target": "steer+route decode step within 3% of no hooks (reported, not asserted)",
+        "decode": decode,
         "failed": failed,
     }
     out = args.out or (None if args.smoke else OUT)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -92,3 +93,25 @@ def entropy_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
 
         return triton_entropy._entropy_topk(logits, k)
     return reference._entropy_topk(logits, k)
+
+
+class Unchecked(NamedTuple):
+    """One implementation's bodies, without the argument checks."""
+
+    steer_add: Callable[..., torch.Tensor]
+    gated_residual: Callable[..., torch.Tensor]
+    row_l2_delta: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def unchecked(t: torch.Tensor) -> Unchecked:
+    """The bodies `backend_for(t)` picks, for a caller that builds the arguments itself and calls
+    many times per model step (the layer hooks): on a GPU decode step the checks cost more host
+    time than the kernels. Wrong arguments fail inside the implementation, not with a
+    ValueError."""
+    if backend_for(t) == "triton":
+        from kernels import triton_ops
+
+        return Unchecked(
+            triton_ops._steer_add, triton_ops._gated_residual, triton_ops._row_l2_delta
+        )
+    return Unchecked(reference._steer_add, reference._gated_residual, reference._row_l2_delta)

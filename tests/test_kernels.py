@@ -349,6 +349,8 @@ def test_bad_input_is_a_value_error_naming_the_argument(
 
 def _benchmark() -> Any:
     path = REPO / "benchmarks" / "kernels_gpu.py"
+    if str(path.parent) not in sys.path:  # as when run as a script: it imports steered_step
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("kernels_gpu", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -369,3 +371,9 @@ def test_benchmark_cpu_paths(clean_env: Any, capsys: Any, tmp_path: Path) -> Non
     ops = {"steer_add", "gated_residual", "row_l2_delta", "entropy_topk"}
     assert {r["op"] for r in result["rows"]} == ops
     assert all(r["triton_us"] > 0 and r["max_diff_vs_reference"] == 0 for r in result["rows"])
+    # the decode step of a tiny model, with and without hooks, each variant timed
+    (decode,) = result["decode"]
+    assert decode["model"] == "tiny" and decode["batch"] == 4
+    assert all(decode[f"{v} ms"] > 0 for v in ("none", "hooks idle", "steer+route", "steer all"))
+    checks = [k for k in decode if k.endswith(("identical", "changed", "repeat"))]
+    assert len(checks) == 8 and all(decode[k] for k in checks), decode

@@ -24,22 +24,36 @@ from typing import Any
 import torch
 
 from backends.interventions.table import Interventions, Snapshot
-from kernels import gated_residual, row_l2_delta, steer_add
+from kernels.dispatch import Unchecked, unchecked
 
 
 @dataclass
 class _Forward:
-    slots: torch.Tensor  # (B,) slot of each row
-    new: torch.Tensor  # (B, T) bool: real (not padding) tokens of this forward
+    """One model call's plan. The masks are CPU tensors, and the hooks branch on per-layer
+    Python flags read off them once per call: reading a GPU tensor per layer would synchronise
+    the device, and even CPU tensor ops per layer add up to a large share of a decode step. The
+    kernels get the masks on the model's device, layer-major (row i is contiguous), copied once
+    per call."""
+
+    slots: torch.Tensor  # (B,) slot of each row, on the CPU
+    new: torch.Tensor  # (B, T) bool: real (not padding) tokens of this forward, on the device
     decode: bool
     snap: Snapshot
-    skip: torch.Tensor  # (B, layers)
-    ffn: torch.Tensor  # (B, layers)
-    repeat: torch.Tensor  # (B, layers)
-    steer_rows: torch.Tensor  # (B, layers): the slot, or 0 where the row is not steered there
     trace: torch.Tensor  # (B,)
     any_trace: bool
     dynamic: frozenset[int]  # layers some row's intervention reads during this prefill
+    skip_any: list[bool]  # per layer
+    skip_all: list[bool]
+    ffn_any: list[bool]
+    ffn_all: list[bool]
+    repeat_any: list[bool]
+    repeat_all: list[bool]
+    steer_any: list[bool]
+    keep: torch.Tensor  # (layers, B) ~skip, on the device
+    ffn_keep: torch.Tensor  # (layers, B) ~ffn skip
+    repeat: torch.Tensor  # (layers, B)
+    steer_rows: torch.Tensor  # (layers, B) int64: the slot, or 0 where the row is not steered
+    ops: Unchecked  # the kernels' bodies for the model's device (arguments built here)
 
 
 def decoder_layers(model: Any, num_layers: int) -> torch.nn.ModuleList:
@@ -59,6 +73,8 @@ class HookedLayers:
         self.table = table
         self.layers = decoder_layers(model, table.shape.num_layers)
         self.current: _Forward | None = None
+        # the last call's plan: decode steps of an unchanged batch reuse it
+        self._last: tuple[tuple[tuple[int, ...], bool, int], _Forward] | None = None
         for i, layer in enumerate(self.layers):
             layer.forward = self._layer_forward(i, layer, layer.forward)
             mlp = getattr(layer, "mlp", None)
@@ -78,11 +94,17 @@ class HookedLayers:
         if not any(slots):
             yield
             return
-        dev = new.device
-        self.current = self._derive(torch.tensor(slots, device=dev), new.bool(), decode)
+        key = (tuple(slots), decode, self.table.snapshot().version)
+        if self._last is not None and self._last[0] == key:
+            self.current = self._last[1]
+            self.current.new = new.bool()
+        else:
+            self.current = self._derive(torch.tensor(slots), new.bool(), decode)
         try:
             yield
         finally:
+            if self.current is not None:
+                self._last = (key, self.current) if not self.current.dynamic else None
             self.current = None
 
     def _derive(self, slots: torch.Tensor, new: torch.Tensor, decode: bool) -> _Forward:
@@ -90,12 +112,19 @@ class HookedLayers:
         skip = snap.skip[slots]
         if decode:
             skip = skip | snap.decode_skip[slots]
+        ffn, repeat = snap.ffn_skip[slots], snap.repeat[slots] & ~skip
         steer_rows = torch.where(snap.steer_on[slots], slots[:, None], 0)
         trace = snap.trace[slots]
         dynamic = frozenset() if decode else self.table.dynamic_layers
+        masks = torch.stack([~skip, ~ffn, repeat]).long()
+        # one host-to-device copy for every mask the kernels read, layer-major
+        dev = torch.cat([masks, steer_rows[None]]).transpose(1, 2).contiguous().to(new.device)
         return _Forward(
-            slots, new, decode, snap, skip, snap.ffn_skip[slots], snap.repeat[slots] & ~skip,
-            steer_rows, trace, bool(trace.any()), dynamic,
+            slots, new, decode, snap, trace, bool(trace.any()), dynamic,
+            skip.any(0).tolist(), skip.all(0).tolist(), ffn.any(0).tolist(),
+            ffn.all(0).tolist(), repeat.any(0).tolist(), repeat.all(0).tolist(),
+            steer_rows.bool().any(0).tolist(),
+            dev[0].bool(), dev[1].bool(), dev[2].bool(), dev[3], unchecked(new),
         )  # fmt: skip
 
     def _refresh(self) -> None:
@@ -116,14 +145,13 @@ class HookedLayers:
                 self._decide(i, hidden, None)
                 f = self.current
                 assert f is not None
-            skip = f.skip[:, i]
-            if bool(skip.all()):
+            if f.skip_all[i]:
                 self._placeholder_kv(layer, hidden, kwargs.get("past_key_values"))
                 out = hidden
             else:
                 out = _tensor(original(hidden, *args, **kwargs))
-                if bool(skip.any()):
-                    out = gated_residual(hidden, out, ~skip)
+                if f.skip_any[i]:
+                    out = f.ops.gated_residual(hidden, out, f.keep[i])
             out = self._repeat(i, layer, original, f, out, args, kwargs)
             if i in f.dynamic:
                 self._decide(i, hidden, out)
@@ -131,10 +159,8 @@ class HookedLayers:
                 assert f is not None
             if f.any_trace:
                 self._trace(i, f, hidden, out)
-            if i in f.snap.vectors:
-                rows = f.steer_rows[:, i]
-                if bool(rows.any()):
-                    out = steer_add(out, rows, f.snap.vectors[i], f.snap.weights[i])
+            if f.steer_any[i]:
+                out = f.ops.steer_add(out, f.steer_rows[i], f.snap.vectors[i], f.snap.weights[i])
             return out
 
         return forward
@@ -144,13 +170,12 @@ class HookedLayers:
             f = self.current
             if f is None:
                 return original(x, *args, **kwargs)
-            off = f.ffn[:, i]
-            if not bool(off.any()):
+            if not f.ffn_any[i]:
                 return original(x, *args, **kwargs)
-            if bool(off.all()):
+            if f.ffn_all[i]:
                 return torch.zeros_like(x)
             out = original(x, *args, **kwargs)
-            return gated_residual(torch.zeros_like(out), out, ~off)
+            return f.ops.gated_residual(torch.zeros_like(out), out, f.ffn_keep[i])
 
         return forward
 
@@ -172,10 +197,9 @@ class HookedLayers:
         (index num_layers + i), so the first pass's cache is untouched. Once that extra layer
         exists, every forward appends to it (zeros when no row repeats), to keep its length
         equal to the others'."""
-        rep = f.repeat[:, i]
         cache = kwargs.get("past_key_values")
         extra = self.table.shape.num_layers + i
-        if not bool(rep.any()):
+        if not f.repeat_any[i]:
             if cache is not None and len(cache.layers) > extra:
                 self._placeholder_kv(layer, out, cache, extra)
             return out
@@ -187,7 +211,7 @@ class HookedLayers:
             again = _tensor(original(out, *args, **kwargs))
         finally:
             attn.layer_idx = own
-        return again if bool(rep.all()) else gated_residual(out, again, rep)
+        return again if f.repeat_all[i] else f.ops.gated_residual(out, again, f.repeat[i])
 
     @staticmethod
     def _placeholder_kv(layer: Any, hidden: torch.Tensor, cache: Any, index: int = -1) -> None:
@@ -218,7 +242,7 @@ class HookedLayers:
             self._refresh()
 
     def _trace(self, i: int, f: _Forward, before: torch.Tensor, after: torch.Tensor) -> None:
-        delta, base = row_l2_delta(before, after)
+        delta, base = f.ops.row_l2_delta(before, after)
         rel = delta / base.clamp(min=1e-12)
         mask = f.new.float()
         d_sum = (delta * mask).sum(-1).tolist()

@@ -26,8 +26,10 @@ class Snapshot:
     """Tensors of every slot, rebuilt when a plan changes (`version`)."""
 
     version: int
-    vectors: dict[int, torch.Tensor]  # layer -> (slots, D) in the model's dtype
-    weights: dict[int, torch.Tensor]  # layer -> (slots,) float32
+    vectors: dict[int, torch.Tensor]  # layer -> (slots, D) in the model's dtype, on its device
+    weights: dict[int, torch.Tensor]  # layer -> (slots,) float32, on the model's device
+    # The masks stay on the CPU: the hooks branch on them per layer, and reading a GPU tensor
+    # there would synchronise the device once per layer.
     steer_on: torch.Tensor  # (slots, layers) bool
     skip: torch.Tensor  # (slots, layers) bool, prefill and decode
     decode_skip: torch.Tensor  # (slots, layers) bool, decode only
@@ -179,12 +181,12 @@ class Interventions:
                 version=self._version,
                 vectors={i: v.to(dev, self.dtype) for i, v in vectors.items()},
                 weights={i: w.to(dev) for i, w in weights.items()},
-                steer_on=masks[0].to(dev),
-                skip=masks[1].to(dev),
-                decode_skip=masks[2].to(dev),
-                ffn_skip=masks[3].to(dev),
-                repeat=masks[4].to(dev),
-                trace=trace.to(dev),
+                steer_on=masks[0],
+                skip=masks[1],
+                decode_skip=masks[2],
+                ffn_skip=masks[3],
+                repeat=masks[4],
+                trace=trace,
             )
             return self._snap
 
