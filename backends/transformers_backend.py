@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 import torch
 
@@ -36,18 +36,14 @@ from agentic.core import (
 )
 from backends.base import BaseBackend, Capabilities
 from backends.grammar import Grammars
-from backends.hf_decode import Row, RowDecoder, RunningBatch
+from backends.hf_batch import RunningBatch
+from backends.hf_decode import Row, RowDecoder
+from backends.hf_states import HiddenStateReader
+from backends.hf_states import HiddenStates as HiddenStates  # re-exported
 from backends.interventions.base import Intervention, ModelShape
 from backends.interventions.hooks import HookedLayers
 from backends.interventions.table import Interventions
 from backends.prompts import render_ids
-
-
-class HiddenStates(NamedTuple):
-    """`TransformersBackend.hidden_states`: one row per prompt, and the prompt tokens encoded."""
-
-    states: torch.Tensor
-    prompt_tokens: int
 
 
 @dataclass
@@ -60,7 +56,7 @@ class _Job:
     report: dict[str, Any] | None = None  # what its interventions did, for the trace
 
 
-class TransformersBackend(BaseBackend):
+class TransformersBackend(HiddenStateReader, BaseBackend):
     def __init__(
         self,
         model: Any,
@@ -423,107 +419,6 @@ class TransformersBackend(BaseBackend):
             )
             for r, p, c, (lp, tops) in zip(requests, prompts, conts, scored, strict=True)
         ]
-
-    # ---- hidden states -------------------------------------------------------------------
-
-    @property
-    def num_layers(self) -> int:
-        """Decoder layers; `hidden_states` accepts layers in [-(num_layers + 1), num_layers]."""
-        return int(self._text_config.num_hidden_layers)
-
-    def check_layer(self, layer: int) -> None:
-        """Raise `ConfigError` unless `layer` is a valid index into the hidden states."""
-        n = self.num_layers
-        if not -(n + 1) <= layer <= n:
-            raise ConfigError(
-                f"layer must be in [{-(n + 1)}, {n}] for {self.name!r} "
-                f"({n} layers + embeddings), got {layer}"
-            )
-
-    async def hidden_states(
-        self, requests: Sequence[GenerateRequest], layer: int = -1
-    ) -> HiddenStates:
-        """The residual stream at each prompt's last token (chat template and prefix applied, as
-        `generate` would see it), shape (len(requests), hidden size), in float32 on the CPU.
-
-        `layer` indexes transformers' `hidden_states`: 0 is the embeddings, i the output of
-        decoder layer i, -1 the last layer's output (after the final norm). Forwards run in
-        batches of `max_batch`, between the scheduler's decode steps, never during one."""
-        self.check_layer(layer)
-        seqs = [self.render(r) for r in requests]
-        if not seqs:
-            return HiddenStates(torch.zeros((0, self.hidden_size)), 0)
-        self._ensure_worker()
-        assert self._lock is not None
-        parts = []
-        for i in range(0, len(seqs), self.max_batch):
-            async with self._lock:
-                batch = seqs[i : i + self.max_batch]
-                parts.append(await asyncio.to_thread(self._states, batch, [layer], "last"))
-        return HiddenStates(torch.cat(parts)[:, 0], sum(len(s) for s in seqs))
-
-    async def layer_states(
-        self,
-        requests: Sequence[GenerateRequest],
-        layers: Sequence[int],
-        pool: Literal["last", "mean"] = "last",
-    ) -> HiddenStates:
-        """The residual stream at several layers in one forward per batch: shape
-        (len(requests), len(layers), hidden size), float32 on the CPU. `pool="last"` takes each
-        prompt's last token, `"mean"` averages over its tokens. Layers index as in
-        `hidden_states`."""
-        if not layers:
-            raise ConfigError("layers is empty: name at least one layer")
-        for layer in layers:
-            self.check_layer(layer)
-        if pool not in ("last", "mean"):
-            raise ConfigError(f"pool must be 'last' or 'mean', got {pool!r}")
-        seqs = [self.render(r) for r in requests]
-        if not seqs:
-            return HiddenStates(torch.zeros((0, len(layers), self.hidden_size)), 0)
-        self._ensure_worker()
-        assert self._lock is not None
-        parts = []
-        for i in range(0, len(seqs), self.max_batch):
-            async with self._lock:
-                batch = seqs[i : i + self.max_batch]
-                parts.append(await asyncio.to_thread(self._states, batch, list(layers), pool))
-        return HiddenStates(torch.cat(parts), sum(len(s) for s in seqs))
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self._text_config.hidden_size)
-
-    @property
-    def _text_config(self) -> Any:
-        """The language model's config (multimodal models nest it)."""
-        cfg = self.model.config
-        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-
-    def _states(self, seqs: list[list[int]], layers: list[int], pool: str) -> torch.Tensor:
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.decoder.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):  # left padding puts every last token in column -1
-            ids[i, width - len(s) :] = torch.tensor(s)
-            mask[i, width - len(s) :] = 1
-        # positions count real tokens only, so a prompt's states do not depend on its batch
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        device = self.model.device
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=pos.to(device),
-                output_hidden_states=True,
-                use_cache=False,
-                logits_to_keep=1,  # the vocabulary projection is not needed
-            )
-        picked = torch.stack([out.hidden_states[layer] for layer in layers], 1).float()
-        if pool == "last":
-            return picked[:, :, -1, :].cpu()
-        m = mask.to(picked.device, torch.float32)[:, None, :, None]
-        return ((picked * m).sum(2) / m.sum(2)).cpu()
 
     async def aclose(self) -> None:
         if self._worker is not None:

@@ -40,11 +40,14 @@ from agentic.core import GenerateRequest, InterventionRef, SamplingParams, Trace
 from agentic.suites import load_suite
 from backends import load_backend
 from backends.interventions.drllm import _answer_loglik, fit_drllm
-from backends.interventions.first import train_routers as train_first
+from backends.interventions.first_training import train_routers as train_first
 from backends.interventions.static import ActivityTrace, LayerSkip, Steering
 from backends.interventions.steering_vectors import extract_mean_difference
 from backends.interventions.voids import VoidSkip
-from backends.interventions.weighted import train_weighted_controller
+from backends.interventions.weighted_training import (
+    train_scale_controller,
+    train_weighted_controller,
+)
 from controllers.harm_judge import REFUSAL_PATTERNS
 
 RESULTS = Path(__file__).parent / "results" / "model_side.json"
@@ -113,6 +116,15 @@ async def refusal(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
             h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
             row = _refusal_row(f"weighted, s_max {s_max}, request scale {gain}", h, b, base_b)
             rows.append(row | {"train s": trained})
+    for s_max in args.gated_smax:
+        t0 = time.monotonic()
+        gated = await train_scale_controller(lm, vec, pos, neg, read_layer=layers[0], s_max=s_max)
+        lm.attach(f"gated{s_max}", gated)
+        trained = time.monotonic() - t0
+        ref = (InterventionRef(name=f"gated{s_max}"),)
+        h, b = await answers(lm, harm, ref), await answers(lm, benign, ref)
+        name = f"weighted, scale targets, gated, s_max {s_max}"
+        rows.append(_refusal_row(name, h, b, base_b) | {"train s": trained})
     return rows
 
 
@@ -319,6 +331,9 @@ async def main_async(args: argparse.Namespace) -> None:
             t0 = time.monotonic()
             rows = await PARTS[part](lm, args)
             show(f"{part} ({time.monotonic() - t0:.0f} s)", rows)
+            if part == "refusal" and "refusal" in results:  # settings run before and not now stay
+                now = {r["method"] for r in rows}
+                rows += [r for r in results["refusal"]["rows"] if r["method"] not in now]
             results[part] = {
                 "rows": rows,
                 "seconds": time.monotonic() - t0,
@@ -337,7 +352,10 @@ def main() -> None:
     ap.add_argument("--parts", default=",".join(PARTS), type=lambda s: s.split(","))
     ap.add_argument("--safety-n", type=int, default=30, help="test prompts per label")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.05, 0.1], help="fixed, per layer")
-    ap.add_argument("--smax", type=float, nargs="+", default=[0.5], help="weighted cap")
+    ap.add_argument("--smax", type=float, nargs="*", default=[0.5], help="weighted cap")
+    ap.add_argument(
+        "--gated-smax", type=float, nargs="*", default=[0.1], help="scale-target controller"
+    )
     ap.add_argument("--gains", type=float, nargs="+", default=[1.0, 1.5, 2.0], help="its scale")
     ap.add_argument("--skip-fixed", action="store_true", help="refusal: only the controller")
     ap.add_argument("--gact-scale", type=float, default=4.0)

@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 
 from agentic.core import ConfigError, GenerateRequest, InterventionRef, Tracer
 from backends.interventions.base import ModelShape
-from backends.interventions.first import PrefillRouter, routing_report, train_routers
+from backends.interventions.first import PrefillRouter, routing_report
+from backends.interventions.first_training import train_routers
 from backends.interventions.static import LayerSkip
 
 SHORT = "Name a color."

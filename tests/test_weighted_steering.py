@@ -18,9 +18,9 @@ import torch
 from agentic.core import ConfigError, GenerateRequest, InterventionRef, Tracer
 from backends.interventions.base import ModelShape, SlotPlan
 from backends.interventions.static import Steering
-from backends.interventions.weighted import (
-    SteeringController,
-    WeightedSteering,
+from backends.interventions.weighted import SteeringController, WeightedSteering
+from backends.interventions.weighted_training import (
+    train_scale_controller,
     train_weighted_controller,
 )
 from controllers.harm_judge import REFUSAL_PATTERNS
@@ -150,7 +150,57 @@ async def test_trained_controller_steers_harmful_prompts_harder(lm: Any) -> None
     assert rate["guided"][0] >= rate["plain"][0]
 
 
+@pytest.mark.slow
+async def test_scale_targets_gate_held_out_prompts_by_class(lm: Any) -> None:
+    harmful, benign = prompts("harmful", "train", 72), prompts("benign", "train", 72)
+    layers = list(range(10, 17))
+    directions = await refusal_direction(lm, harmful[:20] + benign[:20], layers)
+    ws = await train_scale_controller(
+        lm, directions, harmful, benign, read_layer=10, s_max=0.1, gate=0.5
+    )
+    assert ws.info["loss"][1] < ws.info["loss"][0] and ws.gate == 0.5
+    test_h, test_b = prompts("harmful", "test", 24), prompts("benign", "test", 24)
+    lm.attach("gated", ws)
+    events: list[Any] = []
+    shown = test_h + test_b
+    with Tracer([events.append]).activate():
+        await lm.generate([req(p, InterventionRef(name="gated"), max_tokens=1) for p in shown])
+    notes = [e.payload["decisions"]["weighted_steering"] for e in events
+             if e.type == "backend.intervention"]  # fmt: skip
+    assert len(notes) == len(shown)
+    # the gate snaps every scale to exactly 0 or s_max
+    assert {n["scale"] for n in notes} <= {0.0, 0.1}
+    feats = (await lm.layer_states([req(p) for p in shown], [10], pool="mean")).states[:, 0]
+    s, _ = ws.predict(feats)
+    gated_on = (s >= 0.05).tolist()
+    tpr, fpr = sum(gated_on[:24]) / 24, sum(gated_on[24:]) / 24
+    print(f"held-out: steered {tpr:.0%} of harmful, {fpr:.0%} of benign prompts")
+    # the same decisions as from the features read outside generation (one borderline may flip)
+    assert abs(sum(n["scale"] == 0.1 for n in notes) - sum(gated_on)) <= 1
+    assert tpr >= 0.6 and fpr <= 0.25
+
+
 # ---- files and errors (no model) -------------------------------------------------------------
+
+
+def test_the_gate_snaps_the_scale_and_is_saved(tmp_path: Path) -> None:
+    ws = random_steering()
+    gated = WeightedSteering(ws.directions, ws.controller, read_layer=6, gate=0.5)
+    bias = ws.controller.net[2].bias
+    assert isinstance(bias, torch.Tensor)
+    for b0, want in ((6.0, 4.0), (-6.0, 0.0)):
+        with torch.no_grad():
+            bias[0] = b0
+        plan = SlotPlan()
+        gated.configure(plan, 1.0)
+        gated.before_layer(6, torch.randn(5, D), plan)
+        notes = plan.notes["weighted_steering"]
+        assert notes["scale"] == want
+        assert [plan.steer_weight[x] for x in (8, 12)] == [want * w for w in notes["weights"]]
+    back = WeightedSteering.load(gated.save(tmp_path / "gated.safetensors"))
+    assert back.gate == 0.5 and WeightedSteering.load(ws.save(tmp_path / "w.st")).gate is None
+    with pytest.raises(ConfigError, match="gate must be in"):
+        WeightedSteering(ws.directions, ws.controller, read_layer=6, gate=1.5)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
