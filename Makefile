@@ -47,8 +47,12 @@ vllm-env: $(VLLM_STAMP)
 $(LLAMA_STAMP): Makefile
 	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
 	$(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q install --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q \
-		install "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
+	# A portable build: -march=native picked up AMX / AVX-512 instructions that a VM advertised
+	# but refused (the server died of SIGILL on its first request); no pip cache, which may hold
+	# such a native wheel built here before.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-cache-dir \
+		"llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	touch $(LLAMA_STAMP)
 
 llama-env: $(LLAMA_STAMP)
