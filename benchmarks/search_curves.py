@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,15 +183,20 @@ async def rescore(samples: dict[str, list[Sample]], suite: TaskSuite, reward: An
 # ---- the run ---------------------------------------------------------------------------------
 
 
+PAUSE_S = 120.0  # with 16 tasks in flight events come seconds apart: a longer gap is a pause
+
+
 def summarize_run(path: Path) -> dict[str, float]:
     """Per-task means of a recording: wall-clock seconds (the whole run, 16 tasks in flight,
-    divided by the tasks), reward calls, model calls, prompt tokens."""
+    divided by the tasks; gaps between events longer than PAUSE_S, a stopped process, left
+    out), reward calls, model calls, prompt tokens."""
     events = list(read_events(path))
     outs = [e.payload["outcome"] for e in events if e.type == "task.outcome"]
     n = max(1, len(outs))
     usage = [o.get("usage", {}) for o in outs]
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(events)]
     return {
-        "seconds": (events[-1].ts - events[0].ts) / n,
+        "seconds": sum(g for g in gaps if g <= PAUSE_S) / n,
         "reward_calls": sum(u.get("reward_calls", 0) for u in usage) / n,
         "model_calls": sum(u.get("model_calls", 0) for u in usage) / n,
         "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usage) / n,
