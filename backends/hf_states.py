@@ -60,18 +60,8 @@ class HiddenStateReader:
         `layer` indexes transformers' `hidden_states`: 0 is the embeddings, i the output of
         decoder layer i, -1 the last layer's output (after the final norm). Forwards run in
         batches of `max_batch`, between the scheduler's decode steps, never during one."""
-        self.check_layer(layer)
-        seqs = [self.render(r) for r in requests]
-        if not seqs:
-            return HiddenStates(torch.zeros((0, self.hidden_size)), 0)
-        self._ensure_worker()
-        assert self._lock is not None
-        parts = []
-        for i in range(0, len(seqs), self.max_batch):
-            async with self._lock:
-                batch = seqs[i : i + self.max_batch]
-                parts.append(await asyncio.to_thread(self._states, batch, [layer], "last"))
-        return HiddenStates(torch.cat(parts)[:, 0], sum(len(s) for s in seqs))
+        got = await self.layer_states(requests, [layer], pool="last")
+        return HiddenStates(got.states[:, 0], got.prompt_tokens)
 
     async def layer_states(
         self,
