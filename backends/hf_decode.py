@@ -26,6 +26,7 @@ from backends.grammar import RowGrammar, steer_logits
 from backends.hf_batch import RunningBatch, stack
 from backends.interventions.hooks import HookedLayers
 from backends.prefix_cache import KV, PrefixCache
+from kernels import entropy_topk
 
 
 @dataclass
@@ -247,14 +248,15 @@ class RowDecoder:
     def record(self, rows: list[Row], logits: torch.Tensor) -> torch.Tensor:
         """Choose each row's next token, append it with its logprob, alternatives and entropy,
         and mark rows that are done. Returns the chosen tokens."""
-        logp = torch.log_softmax(logits, -1)
-        entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
+        x = logits.float()
+        want_top = max((r.params.logprobs or 0) for r in rows)  # <= 20 (SamplingParams)
+        # one pass over the vocabulary (the Triton kernel on a GPU) for entropy and top-k
+        entropy, top_values, top_ids = entropy_topk(x, want_top)
         nxt = self._pick(
             rows, steer_logits(logits, [(r.params.logit_bias, r.grammar) for r in rows])
         )
-        chosen = logp.gather(-1, nxt[:, None])[:, 0]
-        want_top = max((r.params.logprobs or 0) for r in rows)
-        top = logp.topk(want_top, -1) if want_top else None
+        # the same shift as the top-k values, so a greedy token's logprob equals its top-1
+        chosen = x.gather(-1, nxt[:, None])[:, 0] - torch.logsumexp(x, -1)
         nxt_l, chosen_l, ent_l = nxt.tolist(), chosen.tolist(), entropy.tolist()
         for i, row in enumerate(rows):
             row.out_ids.append(nxt_l[i])
@@ -262,9 +264,9 @@ class RowDecoder:
                 row.grammar.accept(nxt_l[i])
             row.logprobs.append(chosen_l[i])
             row.entropies.append(ent_l[i])
-            if top is not None and row.params.logprobs:
+            if row.params.logprobs:
                 k = row.params.logprobs
-                vals, idx = top.values[i, :k].tolist(), top.indices[i, :k].tolist()
+                vals, idx = top_values[i, :k].tolist(), top_ids[i, :k].tolist()
                 row.tops.append(
                     tuple(
                         TopLogprob(token_id=t, token=self.tok.decode([t]), logprob=v)
