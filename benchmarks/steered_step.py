@@ -104,6 +104,12 @@ def one_model(name: str, batches: list[int], context: int, args: argparse.Namesp
         )
         checks = ("identical", "changed", "repeat")
         print("   ", {k: v for k, v in row.items() if k.endswith(checks)})
+        for key in [k for k in row if k.startswith("profile")]:
+            got = row[key]
+            print(f"    {key}: launches/step {got['launches per step']:.0f}, waits {got['waits']}")
+            print(
+                "      top:", {k: round(v["self_cpu_us"]) for k, v in got["top self cpu"].items()}
+            )
     return rows
 
 
@@ -150,6 +156,12 @@ def time_batch(model: Any, batch: int, context: int, args: argparse.Namespace) -
     if hooks:
         hooks.pop().remove()
     out: dict[str, Any] = {v: statistics.median(x) for v, x in samples.items()}
+    if args.profile:
+        for variant in VARIANTS:
+            if variant != "none" and not hooks:
+                hooks.append(HookedLayers(model, table))
+            out[f"profile {variant}"] = profile(partial(step, variant), args.profile)
+        hooks.pop().remove()
     out.update(identity(model, inputs, table, slots, new))
     return out
 
@@ -193,6 +205,41 @@ def identity(
     return out  # fmt: skip
 
 
+SYNCS = (
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaMemcpyAsync",
+    "cudaEventSynchronize",
+)
+
+
+def profile(fn: Callable[[], None], steps: int) -> dict[str, Any]:
+    """Where `steps` steps spend host time (torch.profiler): the calls that wait for the device,
+    kernel launches, and the ops with the most self CPU time, per step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    fn()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=acts) as prof:
+        for _ in range(steps):
+            fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    per_step = {
+        e.key: {"calls": e.count / steps, "self_cpu_us": e.self_cpu_time_total / steps}
+        for e in events
+    }
+    launches = [k for k in per_step if "LaunchKernel" in k or k.startswith("cuLaunch")]
+    top = sorted(per_step.items(), key=lambda kv: -kv[1]["self_cpu_us"])[:12]
+    return {
+        "waits": {k: per_step[k] for k in SYNCS if k in per_step},
+        "launches per step": sum(per_step[k]["calls"] for k in launches),
+        "top self cpu": dict(top),
+    }
+
+
 def ms_per_step(fn: Callable[[], None], args: argparse.Namespace, dev: str) -> float:
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     for _ in range(args.step_warmup):
@@ -210,6 +257,10 @@ def run(args: argparse.Namespace) -> list[dict]:
         plan = [("tiny", [4], 16)]
     else:
         plan = [("smollm2-135m", [16, 64], 512), ("llama3-8b", [16, 32], 512)]
+        if args.models:
+            plan = [p for p in plan if p[0] in args.models.split(",")]
+        if args.batches:
+            plan = [(n, [int(b) for b in args.batches.split(",")], c) for n, _, c in plan]
     rows = []
     for name, batches, context in plan:
         rows += one_model(name, batches, context, args)
@@ -222,6 +273,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--steps", type=int, default=30, help="decode steps per timed sample")
     ap.add_argument("--rounds", type=int, default=9, help="interleaved samples per variant")
     ap.add_argument("--step-warmup", type=int, default=3, help="untimed steps per sample")
+    ap.add_argument("--models", default="", help="comma-separated shapes (default: both)")
+    ap.add_argument(
+        "--batches", default="", help="comma-separated batch sizes (default: 16,64 / 16,32)"
+    )
+    ap.add_argument(
+        "--profile", type=int, default=0, help="also profile this many steps of each variant"
+    )
 
 
 if __name__ == "__main__":
