@@ -365,7 +365,7 @@ def test_benchmark_cpu_paths(clean_env: Any, capsys: Any, tmp_path: Path) -> Non
         patch.setattr(torch.cuda, "is_available", lambda: False)
         assert bench.main([]) == 0
     assert "no CUDA device" in capsys.readouterr().out
-    assert bench.main(["--smoke", "--out", str(out)]) == 0
+    assert bench.main(["--smoke", "--profile", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["smoke"] and result["backend"] == "torch"
     ops = {"steer_add", "gated_residual", "row_l2_delta", "entropy_topk"}
@@ -377,3 +377,6 @@ def test_benchmark_cpu_paths(clean_env: Any, capsys: Any, tmp_path: Path) -> Non
     assert all(decode[f"{v} ms"] > 0 for v in ("none", "hooks idle", "steer+route", "steer all"))
     checks = [k for k in decode if k.endswith(("identical", "changed", "repeat"))]
     assert len(checks) == 8 and all(decode[k] for k in checks), decode
+    # the profile of each variant names the ops that took the host's time
+    profiled = [decode[f"profile {v}"] for v in ("none", "hooks idle", "steer+route", "steer all")]
+    assert all(any(k.startswith("aten::") for k in p["top self cpu"]) for p in profiled)
