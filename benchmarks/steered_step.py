@@ -20,6 +20,11 @@ whether two steps without hooks give bit-identical logits (the control), and whe
 mixed batch (steered, routed, both) the untouched rows' logits are bit-identical to the step
 without hooks while every steered or routed row's differ.
 
+`--graph-decode` (the default) times the same step once more, captured in a CUDA graph through a
+StaticCache (`graph_batch`): that takes the host's cost per launch away, as vLLM's CUDA-graph
+decode does, and leaves what the hooks cost the device. `--profile N` profiles N steps of each
+variant (torch.profiler: launches, device waits, the ops with the most host time).
+
     .venv/bin/python benchmarks/steered_step.py [--smoke]
 """
 
@@ -34,7 +39,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
 
 from backends.interventions.base import ModelShape
 from backends.interventions.hooks import HookedLayers
@@ -97,6 +102,20 @@ def one_model(name: str, batches: list[int], context: int, args: argparse.Namesp
             row[f"{v} ms"] = ms[v]
             row[f"{v} overhead"] = ms[v] / ms["none"] - 1.0
         row["meets_3pct"] = row["steer+route overhead"] <= 0.03
+        if args.graph_decode:
+            try:
+                graphed = graph_batch(model, batch, context, args)
+            except Exception as e:  # a capture failure is a finding, not a crash
+                graphed = {"graph failed": repr(e)[:300]}
+            row |= graphed
+            if "graph none ms" in graphed:
+                print(
+                    "    graph:", {k: round(v, 4) for k, v in graphed.items() if k.endswith("ms")}
+                )
+                print(
+                    "   ",
+                    {k: v for k, v in graphed.items() if k.endswith(("identical", "changed"))},
+                )
         rows.append(row)
         print(
             f"{name:<14} B={batch:<3} "
@@ -205,6 +224,102 @@ def identity(
     return out  # fmt: skip
 
 
+@torch.inference_mode()
+def graph_batch(model: Any, batch: int, context: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The same decode step of each variant captured in a CUDA graph and replayed, as vLLM runs
+    decode: the host's cost per launch is gone and what is left is device time, so this is the
+    step's cost of the hooks themselves. The plan is fixed at prefill, so the hooks' branches
+    are decided at capture. transformers' StaticCache (written in place) makes the step
+    capturable; each replay first resets the cache's write position, inside the graph, so every
+    step sees the same context. Milliseconds per step: median over interleaved rounds of
+    `steps` replays, timed with CUDA events. Without CUDA the same step runs eagerly (the code
+    path, for tests). Also: whether the untouched rows of the mixed batch are bit-identical to
+    the graph without hooks."""
+    cfg, dev = model.config, model.device
+    cuda = dev.type == "cuda"
+    table = Interventions(
+        ModelShape("bench", cfg.num_hidden_layers, cfg.hidden_size), model.dtype, dev
+    )
+    slots = plan_slots(table, cfg.num_hidden_layers, cfg.hidden_size, batch)
+    g = torch.Generator(device=dev).manual_seed(batch)
+    prompt = torch.randint(0, cfg.vocab_size, (batch, context), device=dev, generator=g)
+    cache = StaticCache(config=cfg, max_cache_len=context + 1)
+    model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    ids, new = prompt[:, -1:].clone(), torch.ones((batch, 1), dtype=torch.bool, device=dev)
+    position = torch.full((batch, 1), context, device=dev)
+    mask = torch.ones((batch, context + 1), dtype=torch.long, device=dev)
+
+    def step() -> torch.Tensor:
+        for layer in cache.layers:
+            layer.cumulative_length.fill_(context)
+        out = model(input_ids=ids, past_key_values=cache, use_cache=True, attention_mask=mask,
+                    position_ids=position, logits_to_keep=1)  # fmt: skip
+        return out.logits[:, -1]
+
+    runs: dict[str, Callable[[], torch.Tensor]] = {"none": _capture(step) if cuda else step}
+    hooked = HookedLayers(model, table)
+    try:
+        for variant in VARIANTS[1:]:
+            with hooked.forward(slots[variant], new, decode=True):
+                # captured, the plan's tensors must outlive the capture: the runs keep them
+                runs[variant] = (
+                    partial(_replay, _capture(step), hooked.current)
+                    if cuda
+                    else partial(_eager, hooked, slots[variant], new, step)
+                )
+        logits = {v: run().float().clone() for v, run in runs.items()}
+        samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for _ in range(args.rounds):
+            for variant in VARIANTS:
+                samples[variant].append(ms_per_step(runs[variant], args, dev.type))
+    finally:
+        hooked.remove()
+    out: dict[str, Any] = {}
+    for v in VARIANTS:
+        out[f"graph {v} ms"] = statistics.median(samples[v])
+        out[f"graph {v} overhead"] = out[f"graph {v} ms"] / out["graph none ms"] - 1.0
+    # the control: on some shapes two replays of the same graph already differ
+    out["graph plain steps repeat"] = bool((runs["none"]().float() == logits["none"]).all())
+    touched = torch.tensor(slots["steer+route"], device=dev) != 0
+    diff = (logits["steer+route"] - logits["none"]).abs()
+    out["graph steer+route: untouched identical"] = bool((diff[~touched] == 0).all())
+    out["graph steer+route: untouched max diff"] = float(diff[~touched].max())
+    out["graph steer+route: touched changed"] = bool((diff[touched].amax(-1) > 0).all())
+    out["graph hooks idle: identical"] = bool((logits["hooks idle"] == logits["none"]).all())
+    return out
+
+
+def _replay(run: Callable[[], torch.Tensor], plan: Any) -> torch.Tensor:
+    return run()
+
+
+def _eager(
+    hooked: HookedLayers, slots: list[int], new: torch.Tensor, step: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    with hooked.forward(slots, new, decode=True):
+        return step()
+
+
+def _capture(step: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """`step` captured in a CUDA graph (after warm-up on a side stream, as capture wants): a
+    callable that replays it and returns its (static) output."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        result = step()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return result
+
+    return replay
+
+
 SYNCS = (
     "cudaStreamSynchronize",
     "cudaDeviceSynchronize",
@@ -273,6 +388,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--steps", type=int, default=30, help="decode steps per timed sample")
     ap.add_argument("--rounds", type=int, default=9, help="interleaved samples per variant")
     ap.add_argument("--step-warmup", type=int, default=3, help="untimed steps per sample")
+    ap.add_argument(
+        "--graph-decode",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time each variant's step captured in a CUDA graph (StaticCache)",
+    )
     ap.add_argument("--models", default="", help="comma-separated shapes (default: both)")
     ap.add_argument(
         "--batches", default="", help="comma-separated batch sizes (default: 16,64 / 16,32)"
