@@ -12,8 +12,10 @@ so they can be run one at a time). Definitions:
 - concept: share of answers whose code `agentic.cli_steer.code_language` reads as the target.
 - routers: accuracy (checker) on basic_arithmetic 2 terms x 1 digit (50 tasks, seed 0, greedy);
   held-out perplexity on standard-library docstrings teacher-forced with the routing the text
-  itself gets at prefill; share of layer executions skipped per request; decode tokens/s
-  (batch 8, 48 tokens, EOS ignored).
+  itself gets at prefill; share of layer executions skipped per request (and of feed-forward
+  blocks, for FFN-only skipping); decode tokens/s (batch 8, 48 tokens, EOS ignored).
+  `--skip-trained` runs only the untrained rows (none, static, VoidSkip); rows not run now keep
+  their earlier values in the JSON.
 - overhead: median decode time of the same batch with no hooks, hooks installed but no request
   naming an intervention, and every request in a (zero-vector) steering slot.
 """
@@ -222,13 +224,15 @@ async def route_eval(
     n = lm.num_layers
     skipped = statistics.mean(len(p["skip"]) / n for p in plans) if plans else 0.0
     repeated = statistics.mean(len(p["repeat"]) / n for p in plans) if plans else 0.0
+    ffn = statistics.mean(len(p["ffn_skip"]) / n for p in plans) if plans else 0.0
     iv = () if ref is None else (lm.interventions.attached[ref],)
     # VoidSkip changes only the decode, which a teacher-forced pass does not have
     decode_only = any(isinstance(x, VoidSkip) for x in iv)
     ppl = None if decode_only else await perplexity(lm, docstrings(args.texts, 0), iv)
     tps = await decode_rate(lm, refs)
     return {"router": name, "accuracy": sum(scores) / len(scores), "layers skipped": skipped,
-            "layers repeated": repeated, "held-out ppl": ppl, "decode tok/s": tps}  # fmt: skip
+            "FFN blocks skipped": ffn, "layers repeated": repeated, "held-out ppl": ppl,
+            "decode tok/s": tps}  # fmt: skip
 
 
 async def decode_rate(lm: Any, refs: tuple[InterventionRef, ...], rows: int = 8) -> float:
@@ -257,9 +261,14 @@ async def routers(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     for k in args.static_skips:
         lm.attach(f"static{k}", LayerSkip(order[:k]))
         rows.append(await route_eval(lm, f"static voids, {k} layers", f"static{k}", args))
+    for k in args.static_ffn_skips:
+        lm.attach(f"ffn{k}", LayerSkip(ffn_layers=order[:k]))
+        rows.append(await route_eval(lm, f"static voids, FFN only, {k} layers", f"ffn{k}", args))
     for thr in args.void_thresholds:
         lm.attach(f"void{thr}", VoidSkip(thr))
         rows.append(await route_eval(lm, f"VoidSkip r<{thr} (decode)", f"void{thr}", args))
+    if args.skip_trained:
+        return rows
     examples = [(GenerateRequest.chat(t.input), str(t.answer)) for t in train.tasks]
     t0 = time.monotonic()
     dr, _ = await fit_drllm(
@@ -331,9 +340,10 @@ async def main_async(args: argparse.Namespace) -> None:
             t0 = time.monotonic()
             rows = await PARTS[part](lm, args)
             show(f"{part} ({time.monotonic() - t0:.0f} s)", rows)
-            if part == "refusal" and "refusal" in results:  # settings run before and not now stay
-                now = {r["method"] for r in rows}
-                rows += [r for r in results["refusal"]["rows"] if r["method"] not in now]
+            key = {"refusal": "method", "routers": "router"}.get(part)
+            if key and part in results:  # settings run before and not now stay
+                now = {r[key] for r in rows}
+                rows += [r for r in results[part]["rows"] if r[key] not in now]
             results[part] = {
                 "rows": rows,
                 "seconds": time.monotonic() - t0,
@@ -361,8 +371,12 @@ def main() -> None:
     ap.add_argument("--gact-scale", type=float, default=4.0)
     ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--texts", type=int, default=12)
-    ap.add_argument("--static-skips", type=int, nargs="+", default=[3, 6])
-    ap.add_argument("--void-thresholds", type=float, nargs="+", default=[0.25])
+    ap.add_argument("--static-skips", type=int, nargs="*", default=[3, 6])
+    ap.add_argument("--static-ffn-skips", type=int, nargs="*", default=[3, 6, 9])
+    ap.add_argument(
+        "--skip-trained", action="store_true", help="routers: no Dr.LLM or FiRST training"
+    )
+    ap.add_argument("--void-thresholds", type=float, nargs="*", default=[0.25])
     ap.add_argument("--drllm-skip", type=int, default=6)
     ap.add_argument("--first-lambda", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=5)
