@@ -333,7 +333,7 @@ async def main_async(args: argparse.Namespace) -> None:
     lm: Any = load_backend(args.backend)
     if not hasattr(lm, "attach"):
         raise SystemExit(f"--backend {args.backend!r} runs no interventions: use a local model")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = _load(args.out)
     try:
         for part in args.parts:
             lm.clear_interventions()
@@ -350,16 +350,26 @@ async def main_async(args: argparse.Namespace) -> None:
                 "backend": args.backend,
                 "torch_threads": torch.get_num_threads(),
             }
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=2))
+            _save(args.out, results)
     finally:
         await lm.aclose()
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(path: Path, results: dict[str, Any]) -> None:
+    """After every part, so a later part's failure keeps the earlier parts' rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="embedded:smollm2")
     ap.add_argument("--parts", default=",".join(PARTS), type=lambda s: s.split(","))
+    ap.add_argument("--out", type=Path, default=RESULTS, help="the JSON (rows merge into it)")
     ap.add_argument("--safety-n", type=int, default=30, help="test prompts per label")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.05, 0.1], help="fixed, per layer")
     ap.add_argument("--smax", type=float, nargs="*", default=[0.5], help="weighted cap")
