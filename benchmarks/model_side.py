@@ -59,8 +59,22 @@ REFUSAL = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
 console = Console()
 
 
-def chat(text: str, refs: tuple[InterventionRef, ...] = (), max_tokens: int = 48) -> Any:
-    r = GenerateRequest.chat(text, max_tokens=max_tokens, temperature=0.0)
+PLAIN = {"prompts": False}  # set for a base model (no chat template): see `chat`
+
+
+def chat(
+    text: str, refs: tuple[InterventionRef, ...] = (), max_tokens: int = 48, **params: Any
+) -> Any:
+    """A greedy request for `text`: the chat template's user turn, or, for a base model,
+    "Question: ... Answer:" stopped at the line's end."""
+    if PLAIN["prompts"]:
+        params = {"stop": ("\n",)} | params
+        r = GenerateRequest(
+            prompt=f"Question: {text}\nAnswer:",
+            params=SamplingParams(max_tokens=max_tokens, temperature=0.0, **params),
+        )
+    else:
+        r = GenerateRequest.chat(text, max_tokens=max_tokens, temperature=0.0, **params)
     return r.model_copy(update={"interventions": refs})
 
 
@@ -236,12 +250,8 @@ async def route_eval(
 
 
 async def decode_rate(lm: Any, refs: tuple[InterventionRef, ...], rows: int = 8) -> float:
-    params = SamplingParams(max_tokens=48, temperature=0.0, ignore_eos=True)
     reqs = [
-        GenerateRequest.chat(f"Count from {i} upward.", **params.model_dump()).model_copy(
-            update={"interventions": refs}
-        )
-        for i in range(rows)
+        chat(f"Count from {i} upward.", refs, 48, ignore_eos=True, stop=()) for i in range(rows)
     ]
     t0 = time.monotonic()
     await asyncio.gather(*(lm.generate([r]) for r in reqs))
@@ -269,7 +279,7 @@ async def routers(lm: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(await route_eval(lm, f"VoidSkip r<{thr} (decode)", f"void{thr}", args))
     if args.skip_trained:
         return rows
-    examples = [(GenerateRequest.chat(t.input), str(t.answer)) for t in train.tasks]
+    examples = [(chat(t.input), str(t.answer)) for t in train.tasks]
     t0 = time.monotonic()
     dr, _ = await fit_drllm(
         lm, examples, layers=range(1, lm.num_layers),
@@ -333,6 +343,7 @@ async def main_async(args: argparse.Namespace) -> None:
     lm: Any = load_backend(args.backend)
     if not hasattr(lm, "attach"):
         raise SystemExit(f"--backend {args.backend!r} runs no interventions: use a local model")
+    PLAIN["prompts"] = getattr(lm.tokenizer, "chat_template", None) is None
     results = _load(args.out)
     try:
         for part in args.parts:
