@@ -77,17 +77,8 @@ def median_us(fn: Fn, *, cuda: bool, warmup: int, reps: int, inner: int) -> floa
 def graph_us(fn: Fn, *, warmup: int, reps: int, inner: int) -> float:
     """Device time per call with the launch cost taken away: `inner` calls captured once in a
     CUDA graph (as vLLM runs decode), the graph replayed and timed with events."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # capture wants its allocations warmed up off the main stream
-        for _ in range(max(warmup, 1)):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(inner):
-            fn()
-    return median_us(graph.replay, cuda=True, warmup=warmup, reps=reps, inner=1) / inner
+    replay = steered_step.capture(lambda: [fn() for _ in range(inner)])
+    return median_us(replay, cuda=True, warmup=warmup, reps=reps, inner=1) / inner
 
 
 def max_diff(a: Any, b: Any) -> float:

@@ -232,9 +232,9 @@ def graph_batch(model: Any, batch: int, context: int, args: argparse.Namespace) 
     are decided at capture. transformers' StaticCache (written in place) makes the step
     capturable; each replay first resets the cache's write position, inside the graph, so every
     step sees the same context. Milliseconds per step: median over interleaved rounds of
-    `steps` replays, timed with CUDA events. Without CUDA the same step runs eagerly (the code
-    path, for tests). Also: whether the untouched rows of the mixed batch are bit-identical to
-    the graph without hooks."""
+    `steps` replays, timed on the host around a device synchronisation (`ms_per_step`).
+    Without CUDA the same step runs eagerly (the code path, for tests). Also: whether the
+    untouched rows of the mixed batch are bit-identical to the graph without hooks."""
     cfg, dev = model.config, model.device
     cuda = dev.type == "cuda"
     table = Interventions(
@@ -256,14 +256,14 @@ def graph_batch(model: Any, batch: int, context: int, args: argparse.Namespace) 
                     position_ids=position, logits_to_keep=1)  # fmt: skip
         return out.logits[:, -1]
 
-    runs: dict[str, Callable[[], torch.Tensor]] = {"none": _capture(step) if cuda else step}
+    runs: dict[str, Callable[[], torch.Tensor]] = {"none": capture(step) if cuda else step}
     hooked = HookedLayers(model, table)
     try:
         for variant in VARIANTS[1:]:
             with hooked.forward(slots[variant], new, decode=True):
                 # captured, the plan's tensors must outlive the capture: the runs keep them
                 runs[variant] = (
-                    partial(_replay, _capture(step), hooked.current)
+                    partial(_replay, capture(step), hooked.current)
                     if cuda
                     else partial(_eager, hooked, slots[variant], new, step)
                 )
@@ -290,6 +290,7 @@ def graph_batch(model: Any, batch: int, context: int, args: argparse.Namespace) 
 
 
 def _replay(run: Callable[[], torch.Tensor], plan: Any) -> torch.Tensor:
+    """`plan` only rides along: the captured kernels read its tensors."""
     return run()
 
 
@@ -300,7 +301,7 @@ def _eager(
         return step()
 
 
-def _capture(step: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+def capture(step: Callable[[], Any]) -> Callable[[], Any]:
     """`step` captured in a CUDA graph (after warm-up on a side stream, as capture wants): a
     callable that replays it and returns its (static) output."""
     side = torch.cuda.Stream()
