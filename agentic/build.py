@@ -6,9 +6,10 @@ run's `run.start` event, so `agentic replay` and `agentic run --resume` rebuild 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentic.core import ConfigError, Controller, SamplingParams, TaskSuite
 from backends import Backend
@@ -30,7 +31,21 @@ class ControllerSpec(BaseModel):
     tokens_per_step: int = Field(default=48, ge=1)
     max_steps: int = Field(default=4, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
-    reward: Literal["judge", "checker", "head"] = "judge"
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0, description="min-p sampling; 0 is off")
+    reward: str = Field(
+        default="judge",
+        description="a verifier (judge, head, confidence, program, checker) or a weighted sum of "
+        "them, e.g. '0.7*confidence+0.3*program'",
+    )
+    confidence: Literal["lowest_group", "tail", "mean"] = Field(
+        default="tail", description="reward=confidence: the DeepConf statistic"
+    )
+    select: Literal["best", "weighted_majority"] = Field(
+        default="best", description="bon: the best-scored answer, or the reward-weighted vote"
+    )
+    keep: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="bon: vote over the best-scored fraction only"
+    )
     head: str | None = Field(
         default=None, description="reward=head: a head saved by HeadReward.save (the .pt file)"
     )
@@ -40,6 +55,30 @@ class ControllerSpec(BaseModel):
         default=1.0, gt=0.0, description="pf/epf: T in w ∝ exp(logit(r)/T); lower is sharper"
     )
     seed: int = 0
+
+    @field_validator("reward")
+    @classmethod
+    def _known_rewards(cls, v: str) -> str:
+        parse_reward(v)
+        return v
+
+
+REWARD_NAMES = ("judge", "head", "confidence", "program", "checker")
+_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*$")
+
+
+def parse_reward(text: str) -> list[tuple[float, str]]:
+    """'0.7*confidence+0.3*program' -> [(0.7, 'confidence'), (0.3, 'program')]."""
+    terms = []
+    for term in text.split("+"):
+        m = _TERM.match(term)
+        if m is None or m.group(2) not in REWARD_NAMES:
+            raise ValueError(
+                f"reward {text!r}: {term.strip()!r} is not a verifier ({', '.join(REWARD_NAMES)}) "
+                "or WEIGHT*NAME"
+            )
+        terms.append((float(m.group(1)) if m.group(1) else 1.0, m.group(2)))
+    return terms
 
 
 def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -> Controller:
@@ -55,25 +94,28 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
     from search.best_of_n import BestOfN
     from search.entropic_pf import EntropicParticleFilter
     from search.particle_filter import ParticleFilter
-    from search.rewards import CheckerReward, JudgeReward
 
     steps = StepGenerator(
         backend,
         tokens_per_step=spec.tokens_per_step,
         max_steps=spec.max_steps,
         temperature=spec.temperature,
+        min_p=spec.min_p,
         system_prompt=suite.system_prompt,
     )
-    reward: Any
-    if spec.reward == "checker":
-        reward = CheckerReward(suite)
-    elif spec.reward == "judge":
-        reward = JudgeReward(backend)
-    else:
-        reward = _head_reward(spec, backend, steps)
+    reward = build_reward(spec, backend, suite, steps)
     agg, seed, weight_t = spec.aggregation, spec.seed, spec.weight_temperature
     if spec.type == "bon":
-        return BestOfN(steps, reward, n=spec.samples, aggregation=agg, seed=seed)
+        return BestOfN(
+            steps,
+            reward,
+            n=spec.samples,
+            select=spec.select,
+            keep=spec.keep,
+            aggregation=agg,
+            answer_of=suite.extract,
+            seed=seed,
+        )
     if spec.type == "beam":
         return BeamSearch(
             steps, reward, n=spec.samples, width=spec.width, aggregation=agg, seed=seed
@@ -93,6 +135,39 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
             lookahead=spec.lookahead,
         )
     return AStarDecoding(steps, reward, k=spec.k, cost=spec.cost, seed=seed)
+
+
+def build_reward(spec: ControllerSpec, backend: Backend, suite: TaskSuite, steps: Any) -> Any:
+    """The verifier `spec.reward` names; a weighted sum of several is a `WeightedReward`."""
+    from search.rewards import WeightedReward
+
+    terms = parse_reward(spec.reward)
+    parts = [(w, _one_reward(name, spec, backend, suite, steps)) for w, name in terms]
+    if len(parts) == 1 and terms[0][0] == 1.0:
+        return parts[0][1]
+    return WeightedReward(parts, aggregation=spec.aggregation)
+
+
+def _one_reward(
+    name: str, spec: ControllerSpec, backend: Backend, suite: TaskSuite, steps: Any
+) -> Any:
+    if name == "checker":
+        from search.rewards import CheckerReward
+
+        return CheckerReward(suite)
+    if name == "judge":
+        from search.rewards import JudgeReward
+
+        return JudgeReward(backend)
+    if name == "confidence":
+        from search.confidence import ConfidenceReward
+
+        return ConfidenceReward(backend, statistic=spec.confidence, messages=steps.messages)
+    if name == "program":
+        from agentic.verifiers import program_reward
+
+        return program_reward(backend, answer_of=suite.extract)
+    return _head_reward(spec, backend, steps)
 
 
 def _head_reward(spec: ControllerSpec, backend: Backend, steps: Any) -> Any:

@@ -218,6 +218,48 @@ def _resumable(path: Path, suite: dict[str, Any], config: dict[str, Any]) -> lis
     ]
 
 
+# The CLI flags each node type takes, by spec field; sc and cyberv call N `n`.
+_FLAG_FIELDS = {
+    "direct": {"max_tokens": "max_tokens"},
+    "sc": {
+        "samples": "n",
+        "temperature": "temperature",
+        "min_p": "min_p",
+        "max_tokens": "max_tokens",
+    },
+    "cyberv": {"samples": "n", "temperature": "temperature", "max_tokens": "max_tokens"},
+}
+_FLAG_NAMES = {"cost": "astar-cost", "tokens_per_step": "tokens-per-step", "max_steps": "max-steps"}
+
+
+def controller_spec(controller: str, flags: dict[str, Any]) -> Any:
+    """The spec `--controller` and the flags given with it describe. A flag the controller does
+    not take is refused, never silently dropped; spec files and inline JSON carry their own
+    fields, so they take no flags."""
+    from agentic.pipeline import SEARCH_TYPES, parse_spec, validate_spec
+
+    if controller in SEARCH_TYPES and controller not in _FLAG_FIELDS:
+        # a search's answers are bounded by --tokens-per-step x --max-steps
+        wrong = [f for f in flags if f == "max_tokens"]
+        if not wrong:
+            return validate_spec({"type": controller, **flags})
+    elif controller in _FLAG_FIELDS:
+        fields = _FLAG_FIELDS[controller]
+        wrong = [f for f in flags if f not in fields]
+        if not wrong:
+            mapped = {fields[f]: v for f, v in flags.items()}
+            return validate_spec({"type": controller, **mapped})
+    else:
+        wrong = list(flags)
+    if wrong:
+        names = ", ".join("--" + _FLAG_NAMES.get(f, f.replace("_", "-")) for f in wrong)
+        raise ConfigError(
+            f"{names} does not apply to --controller {controller}; set it in a spec file or "
+            "inline JSON"
+        )
+    return parse_spec(controller)
+
+
 @app.command()
 def run(
     suite: Annotated[str, typer.Option(help="reasoning-gym dataset name, or humaneval.")] = (
@@ -241,7 +283,9 @@ def run(
         list[str] | None, typer.Option("--config", "-c", help="Suite setting KEY=VALUE.")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Tasks in flight at once.")] = 16,
-    max_tokens: Annotated[int, typer.Option(help="Tokens per answer at most.")] = 64,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="direct, sc, cyberv, search: tokens per answer at most.")
+    ] = None,
     budget_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens.")] = None,
     budget_seconds: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
@@ -254,30 +298,51 @@ def run(
             "spec: a .yaml/.json file or inline JSON."
         ),
     ] = "direct",
-    samples: Annotated[int, typer.Option(help="Search: N samples / beams / particles.")] = 8,
-    width: Annotated[int, typer.Option(help="Beam search: beams kept.")] = 2,
-    k: Annotated[int, typer.Option(help="A*: continuations per expansion.")] = 4,
+    samples: Annotated[
+        int | None, typer.Option(help="Search: N samples / beams / particles; sc, cyberv: n.")
+    ] = None,
+    width: Annotated[int | None, typer.Option(help="Beam search: beams kept.")] = None,
+    k: Annotated[int | None, typer.Option(help="A*: continuations per expansion.")] = None,
     astar_cost: Annotated[
-        str, typer.Option(help="A*: neglog (g = -log prod r, h = 0) or mean_gap.")
-    ] = "neglog",
-    tokens_per_step: Annotated[int, typer.Option(help="Search: tokens per step at most.")] = 48,
-    max_steps: Annotated[int, typer.Option(help="Search: steps per answer at most.")] = 4,
-    temperature: Annotated[float, typer.Option(help="Search: sampling temperature.")] = 0.7,
+        str | None, typer.Option(help="A*: neglog (g = -log prod r, h = 0) or mean_gap.")
+    ] = None,
+    tokens_per_step: Annotated[
+        int | None, typer.Option(help="Search: tokens per step at most.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Search: steps per answer at most.")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Search, sc, cyberv: sampling temperature.")
+    ] = None,
+    min_p: Annotated[
+        float | None,
+        typer.Option(help="Search, sc: drop tokens below min_p x the top token's probability."),
+    ] = None,
     reward: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Search: judge (LLM judge on the backend), head (a trained head, see --head) "
-            "or checker (oracle)."
+            help="Search: the verifier: judge (LLM judge on the backend), head (a trained head, "
+            "see --head), confidence (the policy's own token confidence), program (agreement with "
+            "a program the model writes, run in the sandbox), checker (oracle), or a weighted "
+            "sum such as 0.7*confidence+0.3*program."
         ),
-    ] = "judge",
+    ] = None,
     head: Annotated[
         Path | None, typer.Option(help="--reward head: the saved head (.pt, with its .pt.json).")
+    ] = None,
+    confidence: Annotated[
+        str | None, typer.Option(help="--reward confidence: lowest_group, tail or mean.")
+    ] = None,
+    select: Annotated[
+        str | None,
+        typer.Option(help="bon: best (top reward) or weighted_majority (reward-weighted vote)."),
+    ] = None,
+    keep: Annotated[
+        float | None, typer.Option(help="bon: vote over the best-scored fraction only (DeepConf).")
     ] = None,
 ) -> None:
     """Solve a task suite and print accuracy and cost: plain greedy answering (`direct`) or a
     test-time search guided by a reward model."""
-    from agentic.build import ControllerSpec
-    from agentic.pipeline import SEARCH_TYPES, Builder, parse_spec
+    from agentic.pipeline import Builder
     from agentic.suites import load_suite
 
     if resume is not None and record is not None and record != resume:
@@ -286,23 +351,23 @@ def run(
         raise ConfigError(f"{record} exists; pass --overwrite to replace it (or --resume it)")
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
-    spec: Any = (
-        parse_spec(controller)
-        if controller not in SEARCH_TYPES
-        else ControllerSpec(
-            type=controller,
-            max_tokens=max_tokens,
-            samples=samples,
-            width=width,
-            k=k,
-            cost=astar_cost,
-            tokens_per_step=tokens_per_step,
-            max_steps=max_steps,
-            temperature=temperature,
-            reward=reward,
-            head=str(head) if head is not None else None,
-        )
-    )
+    flags = {
+        "max_tokens": max_tokens,
+        "samples": samples,
+        "width": width,
+        "k": k,
+        "cost": astar_cost,
+        "tokens_per_step": tokens_per_step,
+        "max_steps": max_steps,
+        "temperature": temperature,
+        "min_p": min_p,
+        "reward": reward,
+        "head": str(head) if head is not None else None,
+        "confidence": confidence,
+        "select": select,
+        "keep": keep,
+    }
+    spec = controller_spec(controller, {f: v for f, v in flags.items() if v is not None})
     task_suite = load_suite(suite, n=n, seed=seed, config=_parse_config(config or []))
     budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)
     model = _load(backend)

@@ -44,6 +44,7 @@ class SelfConsistencySpec(_Node):
     type: Literal["sc"]
     n: int = Field(default=8, ge=1)
     temperature: float = Field(default=0.7, ge=0.0)
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
     max_tokens: int = Field(default=64, ge=1)
     seed: int = 0
 
@@ -248,9 +249,16 @@ class Builder:
         if isinstance(spec, SelfConsistencySpec):
             from controllers.self_consistency import SelfConsistency
 
-            params = SamplingParams(temperature=spec.temperature, max_tokens=spec.max_tokens)
+            params = SamplingParams(
+                temperature=spec.temperature, min_p=spec.min_p, max_tokens=spec.max_tokens
+            )
             return SelfConsistency(
-                self.backend, n=spec.n, params=params, system_prompt=system, seed=spec.seed
+                self.backend,
+                n=spec.n,
+                params=params,
+                answer_of=self.suite.extract,
+                system_prompt=system,
+                seed=spec.seed,
             )
         if isinstance(spec, CyberVSpec):
             from controllers.cyberv import CyberVLoop
@@ -261,6 +269,7 @@ class Builder:
                 n=spec.n,
                 theta=spec.theta,
                 params=params,
+                answer_of=self.suite.extract,
                 system_prompt=system,
                 seed=spec.seed,
             )

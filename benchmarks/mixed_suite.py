@@ -17,8 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from agentic.core import ConfigError, Task, TaskSuite
-from agentic.suites import ANSWER_INSTRUCTION, extract_answer
+from agentic.core import ConfigError, Task, TaskSuite, extract_answer
+from agentic.suites import ANSWER_INSTRUCTION
 
 TRIVIAL: list[tuple[str, str]] = [
     ("What is the capital of France?", "Paris"),

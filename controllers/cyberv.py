@@ -26,12 +26,13 @@ Signals and decisions are events: `cyberv.signals` (per candidate), `cyberv.deci
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from math import exp
 
 from pydantic import BaseModel, ConfigDict
 
 from agentic.core import (
+    AnswerReader,
     BudgetExceeded,
     ConfigError,
     Context,
@@ -43,11 +44,11 @@ from agentic.core import (
     Task,
     Usage,
     emit,
+    read_answer,
     span,
 )
 from backends import Backend
 from controllers.direct import task_messages
-from search.best_of_n import final_answer
 
 
 class Signals(BaseModel):
@@ -84,7 +85,7 @@ class CyberVLoop:
         n: int = 4,
         theta: float = 0.5,
         params: SamplingParams | None = None,
-        answer_of: Callable[[str], str] = final_answer,
+        answer_of: AnswerReader = read_answer,
         system_prompt: str | None = None,
         seed: int = 0,
     ) -> None:
@@ -118,11 +119,11 @@ class CyberVLoop:
         return [gen for gens in await self.backend.generate(requests) for gen in gens]
 
     def sense(
-        self, gens: Sequence[Generation], greedy_answer: str, first: int = 0
+        self, task: Task, gens: Sequence[Generation], greedy_answer: str, first: int = 0
     ) -> list[Signals]:
         out = []
         for i, g in enumerate(gens):
-            answer = self.answer_of(g.text)
+            answer = self.answer_of(task, g.text)
             lo, hi = self._answer_tokens(g, answer)
             conf = ent = None
             if g.token_logprobs and hi > lo:
@@ -186,8 +187,8 @@ class CyberVLoop:
             try:
                 gens = await self._round(self._messages(task, ctx, None), True, self.seed)
                 usage = Usage.total(g.usage for g in gens)
-                greedy_answer = self.answer_of(gens[0].text)
-                signals = self.sense(gens, greedy_answer)
+                greedy_answer = self.answer_of(task, gens[0].text)
+                signals = self.sense(task, gens, greedy_answer)
                 for s in signals:
                     emit("cyberv.signals", **s.model_dump())
                 answer, weight, weak = self.vote(signals)
@@ -198,7 +199,7 @@ class CyberVLoop:
                     emit("cyberv.feedback", text=fb)
                     more = await self._round(self._messages(task, ctx, fb), False, self.seed + 1)
                     usage = usage + Usage.total(g.usage for g in more)
-                    extra = self.sense(more, greedy_answer, first=len(gens))
+                    extra = self.sense(task, more, greedy_answer, first=len(gens))
                     for s in extra:
                         emit("cyberv.signals", **s.model_dump())
                     gens, signals, rounds = gens + more, signals + extra, 2

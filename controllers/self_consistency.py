@@ -1,7 +1,8 @@
 """`SelfConsistency`: sample n answers and return the most common final answer (Wang et al. 2023,
 "Self-Consistency Improves Chain of Thought Reasoning in Language Models").
 
-Symbols: the sampled reasoning paths r_i are the n generations, a_i = `answer_of(r_i)`, and the
+Symbols: the sampled reasoning paths r_i are the n generations, a_i = `answer_of(task, r_i)`
+(the suite's `extract`, so the voted answer is the graded one), and the
 answer is argmax_a Σ_i 1[a_i = a] (ties go to the answer seen first). The plain baseline that
 every voting or verifying controller (CyberV, best-of-N with a reward) has to beat at equal tokens.
 """
@@ -9,9 +10,9 @@ every voting or verifying controller (CyberV, best-of-N with a reward) has to be
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 from agentic.core import (
+    AnswerReader,
     BudgetExceeded,
     ConfigError,
     Context,
@@ -20,10 +21,10 @@ from agentic.core import (
     SamplingParams,
     Task,
     Usage,
+    read_answer,
 )
 from backends import Backend
 from controllers.direct import task_messages
-from search.best_of_n import final_answer
 
 
 class SelfConsistency:
@@ -33,7 +34,7 @@ class SelfConsistency:
         *,
         n: int = 8,
         params: SamplingParams | None = None,
-        answer_of: Callable[[str], str] = final_answer,
+        answer_of: AnswerReader = read_answer,
         system_prompt: str | None = None,
         seed: int = 0,
     ) -> None:
@@ -56,7 +57,7 @@ class SelfConsistency:
             [gens] = await self.backend.generate([request])
         except BudgetExceeded as e:
             return Outcome(task_id=task.id, output="", error=str(e))
-        answers = [self.answer_of(g.text) for g in gens]
+        answers = [self.answer_of(task, g.text) for g in gens]
         winner, votes = Counter(answers).most_common(1)[0]
         text = gens[answers.index(winner)].text
         return Outcome(

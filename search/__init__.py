@@ -7,7 +7,7 @@ filtering (annealing + look-ahead) and A*-decoding. One algorithm per module, ea
 from search.astar import AStarDecoding
 from search.base import Partial, SearchController, SearchResult, SearchTree, StepGenerator
 from search.beam import BeamSearch
-from search.best_of_n import BestOfN, final_answer
+from search.best_of_n import BestOfN
 from search.entropic_pf import EntropicParticleFilter
 from search.particle_filter import ParticleFilter
 from search.rewards import (
@@ -35,6 +35,5 @@ __all__ = [
     "SearchTree",
     "StepGenerator",
     "aggregate",
-    "final_answer",
     "rate",
 ]

@@ -114,6 +114,7 @@ class StepGenerator:
         max_steps: int = 8,
         temperature: float = 0.8,
         top_p: float = 1.0,
+        min_p: float = 0.0,
         system_prompt: str | None = None,
     ) -> None:
         if not delimiter:
@@ -128,6 +129,7 @@ class StepGenerator:
         self.max_steps = max_steps
         self.temperature = temperature
         self.top_p = top_p
+        self.min_p = min_p
         self.system_prompt = system_prompt
 
     def messages(self, task: Task, ctx: Context | None = None) -> tuple[Message, ...]:
@@ -145,6 +147,7 @@ class StepGenerator:
                 max_tokens=self.tokens_per_step,
                 temperature=self.temperature,
                 top_p=self.top_p,
+                min_p=self.min_p,
                 stop=(self.delimiter,),
                 n=n,
                 seed=seed,

@@ -9,7 +9,10 @@
 Implementations: `CheckerReward` (the task suite's own checker: an oracle ORM, the upper bound),
 `JudgeReward` (an LLM judge: the probability of "Yes" against "No" after a question about the
 partial solution, read from `Backend.score`; a PRM when asked about each step prefix, an ORM
-about the whole answer). Each scored item is one reward call, charged to the current `Budget`.
+about the whole answer), `WeightedReward` (a weighted combination of rewards, itself a reward).
+More verifiers live beside this file: `confidence.py` (the policy's own token confidence),
+`head_reward.py` (a trained head), `program_reward.py` (agreement with a program's output).
+Each scored item is one reward call, charged to the current `Budget`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from typing import Literal, Protocol, get_args, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from agentic.core import (
     ConfigError,
@@ -153,3 +156,52 @@ class JudgeReward:
             out.append(flat[i : i + len(ps)])
             i += len(ps)
         return out
+
+
+class WeightedReward:
+    """A weighted combination of rewards, itself a reward: r(y) = Σ_i w_i r_i(y) / Σ_i w_i.
+
+    A process reward (per-step scores combined step by step) when every part is one, else an
+    outcome reward that scores whole texts (process parts folded by `aggregation`). Each part
+    charges its own reward calls.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[tuple[float, OutcomeReward | ProcessReward]],
+        *,
+        aggregation: Aggregation = "last",
+    ) -> None:
+        if not parts:
+            raise ConfigError("WeightedReward needs at least one (weight, reward) part")
+        for w, r in parts:
+            if w < 0 or not math.isfinite(w):
+                raise ConfigError(f"reward weights must be finite and >= 0, got {w}")
+            if getattr(r, "kind", None) not in ("outcome", "process"):
+                raise ConfigError(f"{r!r} is not a reward (its kind must be outcome or process)")
+        total = sum(w for w, _ in parts)
+        if total <= 0:
+            raise ConfigError("reward weights must not all be 0")
+        aggregate([], aggregation)
+        self.parts = [(w / total, r) for w, r in parts]
+        self.aggregation = aggregation
+        process = all(r.kind == "process" for _, r in parts)
+        self.kind: Literal["outcome", "process"] = "process" if process else "outcome"
+        self.prefix_only = all(getattr(r, "prefix_only", False) for _, r in parts)
+
+    async def score(self, task: Task, items: Sequence[Any]) -> list[Any]:
+        if self.kind == "process":
+            per_part = await asyncio.gather(*(r.score(task, items) for _, r in self.parts))
+            return [
+                [sum(w * p[i][k] for (w, _), p in zip(self.parts, per_part, strict=True))
+                 for k in range(len(items[i]))]
+                for i in range(len(items))
+            ]  # fmt: skip
+        solutions = [[t] for t in items]
+        rated = await asyncio.gather(
+            *(rate(r, task, solutions, self.aggregation) for _, r in self.parts)
+        )
+        return [
+            sum(w * s[i] for (w, _), s in zip(self.parts, rated, strict=True))
+            for i in range(len(items))
+        ]

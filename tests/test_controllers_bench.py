@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agentic.core import Outcome, SamplingParams, Task, Usage
-from search.best_of_n import final_answer
+from agentic.core import Outcome, SamplingParams, Task, Usage, read_answer
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 try:
@@ -106,15 +105,18 @@ def test_save_section_merges_sections(tmp_path: Path, monkeypatch: pytest.Monkey
     }
 
 
+TASK_Q = Task(id="q", input="What is 7 + 5?", answer="12")
+
+
 @pytest.mark.slow
 async def test_sampled_sc_reports_the_samples_it_voted_over(smollm2: object) -> None:
     sc = common.SampledSC(smollm2, 4, SamplingParams(temperature=0.7, max_tokens=16))  # type: ignore[arg-type]
-    out, _ = await common.run_all(sc, [Task(id="q", input="What is 7 + 5?")])
+    out, _ = await common.run_all(sc, [TASK_Q])
     [o] = out
     samples = o.info["samples"]
     assert len(samples) == 4 and all(x["tokens"] > 0 for x in samples)
     assert sum(x["tokens"] for x in samples) == o.usage.completion_tokens
-    answers = [final_answer(x["text"]) for x in samples]
+    answers = [read_answer(TASK_Q, x["text"]) for x in samples]
     assert o.info["answer"] in answers
     # the output is the first sample with the voted answer, as sc_at picks it
     assert o.output == samples[answers.index(o.info["answer"])]["text"]

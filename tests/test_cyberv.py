@@ -101,7 +101,7 @@ async def test_sensor_reads_the_answer_span_and_the_threshold_decides() -> None:
 
     loop = CyberVLoop(VotingBackend(script), n=4, theta=0.5)
     gens = await loop._round(loop._messages(TASK, None, None), True, 0)
-    signals = loop.sense(gens, "7")
+    signals = loop.sense(TASK, gens, "7")
     assert [s.answer for s in signals] == ["7", "7", "8", "7", "8"]
     assert signals[0].confidence == pytest.approx(0.951, abs=1e-3)
     assert signals[1].entropy == pytest.approx(0.5)

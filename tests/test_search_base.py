@@ -9,7 +9,7 @@ from scripted import ScriptedBackend, ScriptedReward
 
 from agentic.core import Budget, ConfigError, Task, Tracer
 from search.base import StepGenerator, best_so_far
-from search.best_of_n import BestOfN, final_answer
+from search.best_of_n import BestOfN
 from search.rewards import aggregate
 
 TASK = Task(id="t", input="What is 2+2?")
@@ -101,10 +101,39 @@ async def test_budget_stops_the_search_with_best_so_far_and_events() -> None:
     assert outcome.task_id == "t" and outcome.output == ""
 
 
-def test_final_answer() -> None:
-    assert final_answer("so 3 + 4 = 7\n\n<answer>7</answer>") == "7"
-    assert final_answer("3 + 4 = 7.") == "7"
-    assert final_answer("seven\n") == "seven"
+async def test_weighted_majority_answers_with_the_best_scored_member_of_the_heaviest_group() -> (
+    None
+):
+    texts = ["x = 7", "so 7", "answer 9"]
+
+    def rule(prefix: str, j: int) -> tuple[str, bool]:
+        return texts[j % 3], True
+
+    score = {"x = 7": 0.3, "so 7": 0.35, "answer 9": 0.6}
+    reward = ScriptedReward(lambda t: score[t], kind="outcome")
+    task = Task(id="t", input="What is 3+4?", answer="7")
+    vote = BestOfN(StepGenerator(ScriptedBackend(rule)), reward, n=3, select="weighted_majority")
+    result = await vote.search(task)
+    assert result.answer == "so 7"  # group "7" (0.65) beats "9"; its best member is the second
+
+
+async def test_keep_votes_over_the_best_scored_fraction_only() -> None:
+    texts = ["7", "7", "9", "9", "9"]
+
+    def rule(prefix: str, j: int) -> tuple[str, bool]:
+        return texts[j % 5] + " " * (j % 5), True
+
+    reward = ScriptedReward(lambda t: 0.9 if t.startswith("7") else 0.2, kind="outcome")
+    steps = StepGenerator(ScriptedBackend(rule))
+    task = Task(id="t", input="?", answer="7")
+    # with equal weights the vote goes to 9 (three against two) ...
+    everyone = BestOfN(steps, ScriptedReward(lambda t: 1.0, "outcome"), n=5, select="weighted_majority")
+    assert (await everyone.search(task)).answer.strip() == "9"
+    # ... while keeping the best 40% by reward leaves only the two confident 7s
+    kept = BestOfN(steps, reward, n=5, select="weighted_majority", keep=0.4)
+    assert (await kept.search(task)).answer.strip() == "7"
+    with pytest.raises(ConfigError, match="keep"):
+        BestOfN(steps, reward, keep=0.0)
 
 
 def test_best_so_far_prefers_finished_then_score() -> None:

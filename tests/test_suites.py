@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentic.core import ConfigError
-from agentic.suites import HumanEvalSuite, extract_answer, load_suite, suite_from_config
+from agentic.core import ConfigError, extract_answer
+from agentic.suites import HumanEvalSuite, load_suite, suite_from_config
 
 
 def test_extract_answer_prefers_tag_then_first_line_number() -> None:

@@ -1,5 +1,6 @@
 """Contracts shared by every layer of agentic. Imports nothing from the rest of the repository."""
 
+from agentic.core.answers import AnswerReader, extract_answer, read_answer
 from agentic.core.budget import Budget, BudgetExceeded, charge_budget, check_budget
 from agentic.core.errors import (
     AgenticError,
@@ -31,6 +32,7 @@ from agentic.core.types import (
 
 __all__ = [
     "AgenticError",
+    "AnswerReader",
     "BackendUnavailable",
     "Budget",
     "BudgetExceeded",
@@ -65,6 +67,8 @@ __all__ = [
     "charge_budget",
     "check_budget",
     "emit",
+    "extract_answer",
+    "read_answer",
     "read_events",
     "span",
 ]

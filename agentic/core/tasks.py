@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentic.core.answers import read_answer
 from agentic.core.types import Usage
 
 
@@ -49,8 +50,14 @@ class TaskSuite(ABC):
     @abstractmethod
     def tasks(self) -> Sequence[Task]: ...
 
+    def extract(self, task: Task, output: str) -> str:
+        """The answer `output` gives, exactly as `check` grades it. Selectors (votes, best-of-N,
+        search) compare answers through this, so the answer they choose is the one graded."""
+        return read_answer(task, output)
+
     @abstractmethod
-    async def check(self, task: Task, output: str) -> float: ...
+    async def check(self, task: Task, output: str) -> float:
+        """Score in [0, 1] of `output`; grade `self.extract(task, output)`, not the raw text."""
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this suite (stored with a recorded run)."""
