@@ -2,19 +2,24 @@
 best-of-N (with weighted majority), beam search, particle filtering, entropic particle
 filtering (annealing + look-ahead) and A*-decoding. One algorithm per module, each a
 `SearchController`: `await algo(task)` gives an `Outcome`, `await algo.search(task)` a
-`SearchResult` with the search tree."""
+`SearchResult` with the search tree. Verifiers beside them: the judge and checker
+(`rewards`), token confidence (`confidence`), program agreement (`program_reward`), a trained
+head (`head_reward`), and weighted combinations of any of them (`WeightedReward`)."""
 
 from search.astar import AStarDecoding
 from search.base import Partial, SearchController, SearchResult, SearchTree, StepGenerator
 from search.beam import BeamSearch
 from search.best_of_n import BestOfN
+from search.confidence import ConfidenceReward
 from search.entropic_pf import EntropicParticleFilter
 from search.particle_filter import ParticleFilter
+from search.program_reward import ProgramReward
 from search.rewards import (
     CheckerReward,
     JudgeReward,
     OutcomeReward,
     ProcessReward,
+    WeightedReward,
     aggregate,
     rate,
 )
@@ -24,16 +29,19 @@ __all__ = [
     "BeamSearch",
     "BestOfN",
     "CheckerReward",
+    "ConfidenceReward",
     "EntropicParticleFilter",
     "JudgeReward",
     "OutcomeReward",
     "Partial",
     "ParticleFilter",
     "ProcessReward",
+    "ProgramReward",
     "SearchController",
     "SearchResult",
     "SearchTree",
     "StepGenerator",
+    "WeightedReward",
     "aggregate",
     "rate",
 ]

@@ -54,6 +54,16 @@ def token_confidence(top: Sequence[TopLogprob] | None, chosen: float) -> float:
     return -sum(t.logprob for t in top) / len(top)
 
 
+def generation_confidences(g: Generation) -> list[float]:
+    """C_1..C_n of a sampled answer, from the logprobs it was sampled with."""
+    if g.token_logprobs is None:
+        raise ConfigError(
+            "confidence needs token logprobs: sample with SamplingParams(logprobs=k), k >= 1"
+        )
+    tops = g.top_logprobs or [None] * len(g.token_logprobs)
+    return [token_confidence(t, lp) for t, lp in zip(tops, g.token_logprobs, strict=True)]
+
+
 def trace_confidence(
     confidences: Sequence[float], statistic: Statistic, *, window: int = 8, tail: int = 16
 ) -> float:
@@ -120,20 +130,11 @@ class ConfidenceReward:
         z = (raw - self.center) / self.scale
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
-    def confidences(self, g: Generation) -> list[float]:
-        if g.token_logprobs is None:
-            raise ConfigError(
-                "ConfidenceReward needs token logprobs: sample with "
-                f"SamplingParams(logprobs={self.top_k})"
-            )
-        tops = g.top_logprobs or [None] * len(g.token_logprobs)
-        return [token_confidence(t, lp) for t, lp in zip(tops, g.token_logprobs, strict=True)]
-
     async def score_generations(self, task: Task, gens: Sequence[Generation]) -> list[float]:
         """Scores of sampled answers from their own logprobs: no model call."""
         out = []
         for g in gens:
-            c = self.confidences(g)
+            c = generation_confidences(g)
             self._cache[(task.id, g.text)] = c
             out.append(self.calibrate(self.raw(c)))
         charge_budget(Usage(reward_calls=len(gens)))

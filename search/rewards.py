@@ -191,7 +191,9 @@ class WeightedReward:
 
     async def score(self, task: Task, items: Sequence[Any]) -> list[Any]:
         if self.kind == "process":
-            per_part = await asyncio.gather(*(r.score(task, items) for _, r in self.parts))
+            per_part: list[Any] = await asyncio.gather(
+                *(r.score(task, items) for _, r in self.parts)
+            )
             return [
                 [sum(w * p[i][k] for (w, _), p in zip(self.parts, per_part, strict=True))
                  for k in range(len(items[i]))]
