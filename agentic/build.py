@@ -41,7 +41,8 @@ class ControllerSpec(BaseModel):
         default="tail", description="reward=confidence: the DeepConf statistic"
     )
     select: Literal["best", "weighted_majority"] = Field(
-        default="best", description="bon: the best-scored answer, or the reward-weighted vote"
+        default="best",
+        description="bon, pf, epf: the best-scored answer, or the reward-weighted vote",
     )
     keep: float = Field(
         default=1.0, gt=0.0, le=1.0, description="bon: vote over the best-scored fraction only"
@@ -122,7 +123,14 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
         )
     if spec.type == "pf":
         return ParticleFilter(
-            steps, reward, n=spec.samples, aggregation=agg, seed=seed, temperature=weight_t
+            steps,
+            reward,
+            n=spec.samples,
+            aggregation=agg,
+            seed=seed,
+            temperature=weight_t,
+            select=spec.select,
+            answer_of=suite.extract,
         )
     if spec.type == "epf":
         return EntropicParticleFilter(
@@ -133,6 +141,8 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
             seed=seed,
             temperature=weight_t,
             lookahead=spec.lookahead,
+            select=spec.select,
+            answer_of=suite.extract,
         )
     return AStarDecoding(steps, reward, k=spec.k, cost=spec.cost, seed=seed)
 

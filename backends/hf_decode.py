@@ -5,7 +5,7 @@ Rows are prefilled left-padded with explicit position ids and decoded together i
 string, `max_tokens`) leave the batch and the KV cache at once, so the others do not pay for them.
 Each row samples with its own `torch.Generator`, so a seeded request gives the same tokens
 alone or in any batch.
-Logprobs are the raw model distribution (before temperature / top-k / top-p), as in vLLM.
+Logprobs are the raw model distribution (before temperature / top-k / top-p / min-p), as in vLLM.
 A row with a response format or a `logit_bias` samples from logits steered by `grammar.py`;
 the other rows of the batch sample from untouched logits.
 """
@@ -98,6 +98,10 @@ class RowDecoder:
                 drop = cum - torch.softmax(sorted_scores, -1) > p.top_p
                 scores = scores.scatter(0, order, sorted_scores.masked_fill(drop, float("-inf")))
             probs = torch.softmax(scores, -1)
+            if p.min_p > 0.0:
+                # last, as transformers' MinPLogitsWarper: the threshold is relative to the top
+                # token, which top-k / top-p always keep, so their renormalising does not move it
+                probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
             picked[i] = torch.multinomial(probs, 1, generator=row.generator)[0]
         return picked
 

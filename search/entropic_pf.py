@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Literal
 
-from agentic.core import Budget, ConfigError, Context, Task, emit
+from agentic.core import AnswerReader, Budget, ConfigError, Context, Task, emit, read_answer
 from search.base import Partial, SearchTree, StepGenerator
 from search.particle_filter import ParticleFilter
 from search.rewards import Aggregation, OutcomeReward, ProcessReward, rate
@@ -70,6 +71,8 @@ class EntropicParticleFilter(ParticleFilter):
         ess_threshold: float = 0.5,
         aggregation: Aggregation = "last",
         seed: int = 0,
+        select: Literal["best", "weighted_majority"] = "best",
+        answer_of: AnswerReader = read_answer,
         annealing: bool = True,
         lookahead: bool = True,
         lookahead_temperature: float = 0.0,
@@ -85,6 +88,8 @@ class EntropicParticleFilter(ParticleFilter):
             ess_threshold=ess_threshold,
             aggregation=aggregation,
             seed=seed,
+            select=select,
+            answer_of=answer_of,
             budget=budget,
         )
         self.annealing, self.lookahead = annealing, lookahead

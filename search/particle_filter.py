@@ -22,7 +22,11 @@ and never take part in resampling. Weights, ESS and N in steps 3-4 are over the 
 particles only, and resampling redistributes only their slots; so a finished answer is never
 resampled away, nor copied into a slot that would then have nothing to do. The search stops
 when every particle has finished (at the latest after T rounds). The answer is the finished
-particle with the highest score (ties: the highest final weight, then the first slot).
+particle with the highest score (ties: the highest final weight, then the first slot); with
+`select="weighted_majority"` it is the best-scored member of the answer group (`answer_of`, the
+suite's extraction) whose slots' scores sum highest: the final population is a weighted sample,
+so a vote over it uses every particle (the "weighted best-of-N" final aggregation of Beeching,
+Tunstall and Rush 2024, "Scaling test-time compute with open models").
 
 Symbols: N = `n`, r_i = the PRM score of particle i (per-step scores folded by `aggregation`;
 an ORM scores the joined text), temperature = `temperature` (of the weights, not of sampling).
@@ -33,9 +37,11 @@ from __future__ import annotations
 
 import math
 import random
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Literal
 
-from agentic.core import Budget, ConfigError, Context, Task, emit
+from agentic.core import AnswerReader, Budget, ConfigError, Context, Task, emit, read_answer
 from search.base import Partial, SearchController, SearchTree, StepGenerator, best_so_far
 from search.rewards import Aggregation, OutcomeReward, ProcessReward, aggregate, rate
 
@@ -94,8 +100,12 @@ class ParticleFilter(SearchController):
         ess_threshold: float = 0.5,
         aggregation: Aggregation = "last",
         seed: int = 0,
+        select: Literal["best", "weighted_majority"] = "best",
+        answer_of: AnswerReader = read_answer,
         budget: Budget | None = None,
     ) -> None:
+        if select not in ("best", "weighted_majority"):
+            raise ConfigError(f"select must be 'best' or 'weighted_majority', got {select!r}")
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
         if not temperature > 0:
@@ -106,6 +116,7 @@ class ParticleFilter(SearchController):
         super().__init__(steps, budget=budget)
         self.reward, self.n, self.temperature = reward, n, temperature
         self.ess_threshold, self.aggregation, self.seed = ess_threshold, aggregation, seed
+        self.select, self.answer_of = select, answer_of
 
     def _resample_weights(self, w: list[float], ess: float, t: int, T: int) -> list[float]:
         """The distribution resampling draws from in round t of T (rounds count from 1)."""
@@ -168,7 +179,15 @@ class ParticleFilter(SearchController):
         if not done:
             return best_so_far(tree)
         finished = [(p.text, _score(tree, p)) for p, _ in done.values()]
-        best, _ = max(done.values(), key=lambda pw: (_score(tree, pw[0]) or 0.0, pw[1]))
+        pool = list(done.values())
+        if self.select == "weighted_majority":
+            votes: dict[str, float] = defaultdict(float)
+            for p in particles:  # by slot: a particle resampled k times votes k times
+                if p.done:
+                    votes[self.answer_of(task, p.text)] += _score(tree, p) or 0.0
+            winner = max(votes, key=lambda a: votes[a])
+            pool = [pw for pw in pool if self.answer_of(task, pw[0].text) == winner]
+        best, _ = max(pool, key=lambda pw: (_score(tree, pw[0]) or 0.0, pw[1]))
         return best.text, _score(tree, best), finished
 
 

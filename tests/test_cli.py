@@ -41,6 +41,12 @@ def test_help_everywhere() -> None:
         (["run", "--controller", "bon", "--reward", "head"], "needs head="),
         (["run", "--controller", "astar", "--astar-cost", "nope"], "cost: Input should be"),
         (["run", "--controller", "bon", "--reward", "head", "--head", "x.pt"], "no saved head"),
+        (["run", "--controller", "agent", "--samples", "3"], "--samples does not apply"),
+        (["run", "--controller", "pf", "--max-tokens", "9"], "--max-tokens does not apply"),
+        (["run", "--controller", "direct", "--temperature", "1"], "--temperature does not"),
+        (["run", "--controller", "bon", "--reward", "jduge"], "'jduge' is not a verifier"),
+        (["run", "--controller", "bon", "--select", "vote"], "select: Input should be"),
+        (["run", "--controller", "sc", "--min-p", "2"], "min_p: Input should be"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:
@@ -118,6 +124,40 @@ def test_run_record_replay_and_show(tmp_path: Path) -> None:
     shown = agentic("trace", "show", str(rec), "--type", "task.outcome")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("basic_arithmetic/0/") == 5
+
+
+def test_sc_flags_apply_and_are_recorded(tmp_path: Path) -> None:
+    rec = tmp_path / "sc.jsonl"
+    args = ["--controller", "sc", "--samples", "3", "--temperature", "0.9", "--max-tokens", "12"]
+    res = agentic("run", "--n", "2", *args, "--record", str(rec))
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(ln) for ln in rec.read_text().splitlines()]
+    [start] = [e for e in events if e["type"] == "run.start"]
+    spec = start["payload"]["config"]["controller"]
+    assert (spec["type"], spec["n"], spec["temperature"], spec["max_tokens"]) == ("sc", 3, 0.9, 12)
+    calls = [e for e in events if e["type"] == "backend.generate"]
+    assert calls and all(c["payload"]["request"]["params"]["n"] == 3 for c in calls)
+    outcomes = [e["payload"]["outcome"] for e in events if e["type"] == "task.outcome"]
+    assert all(o["info"]["n"] == 3 for o in outcomes)
+
+
+def test_confidence_weighted_vote_from_the_command_line(tmp_path: Path) -> None:
+    rec = tmp_path / "bon.jsonl"
+    args = ["--controller", "bon", "--samples", "3", "--reward", "confidence"]
+    args += ["--select", "weighted_majority", "--keep", "0.7", "--tokens-per-step", "12"]
+    res = agentic("run", "--n", "2", *args, "--record", str(rec))
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(ln) for ln in rec.read_text().splitlines()]
+    spec = next(e for e in events if e["type"] == "run.start")["payload"]["config"]["controller"]
+    assert (spec["select"], spec["keep"], spec["reward"]) == (
+        "weighted_majority",
+        0.7,
+        "confidence",
+    )
+    scores = [e["payload"]["score"] for e in events if e["type"] == "search.score"]
+    assert len(scores) == 6 and all(0.0 < s < 1.0 for s in scores)
+    # confidence read the samples' own logprobs: no scoring forward, no judge
+    assert not any(e["type"] == "backend.score" for e in events)
 
 
 HEAD = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "head_reward.pt"

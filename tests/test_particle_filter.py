@@ -171,6 +171,29 @@ async def test_finished_particles_are_absorbing() -> None:
     assert result.answer.startswith("b") and result.score == 0.9
 
 
+@pytest.mark.parametrize("cls", [ParticleFilter, EntropicParticleFilter])
+async def test_weighted_majority_answers_from_the_heaviest_answer_group(
+    cls: type[ParticleFilter],
+) -> None:
+    # five slots answer 7 at 0.5, three answer 9 at 0.8: the best single particle says 9, the
+    # population's weight (2.5 against 2.4) says 7, and the 7 picked is its best-scored member
+    def rule(prefix: str, j: int) -> tuple[str, bool]:
+        i = slot(j)
+        return (f"it is 7{' ' * i}", True) if i < 5 else (f"it is 9{' ' * i}", True)
+
+    def score(t: str) -> float:
+        return 0.8 if "9" in t else 0.5 + (0.01 if t == "it is 7    " else 0.0)
+
+    steps = StepGenerator(ScriptedBackend(rule), max_steps=2)
+    task = Task(id="t", input="What is 3+4?", answer="7")
+    best = await cls(steps, ScriptedReward(score), n=N).search(task)
+    assert best.answer.startswith("it is 9")
+    vote = await cls(steps, ScriptedReward(score), n=N, select="weighted_majority").search(task)
+    assert vote.answer == "it is 7    "
+    with pytest.raises(ConfigError, match="select"):
+        cls(steps, ScriptedReward(score), select="vote")  # type: ignore[arg-type]
+
+
 async def test_a_favoured_branch_takes_over_the_population() -> None:
     steps = StepGenerator(
         ScriptedBackend(branches(lambda i: "good\n\n" if i % 4 == 0 else f"bad{i}\n\n")),

@@ -42,6 +42,13 @@ class SamplingParams(_Value):
     temperature: float = Field(default=1.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0, description="0 disables top-k filtering")
+    min_p: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Min-p filtering (vLLM / transformers `min_p`): keep only the tokens whose "
+        "probability, after temperature, is at least min_p times the top token's; 0 disables.",
+    )
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n: int = Field(default=1, ge=1)
@@ -128,6 +135,8 @@ class _Prompted(_Value):
             del data["response_format"]
         if "params" in data and not data["params"]["logit_bias"]:
             del data["params"]["logit_bias"]
+        if "params" in data and not data["params"]["min_p"]:
+            del data["params"]["min_p"]
         if data.get("interventions", 0) == []:
             del data["interventions"]
         return hashlib.sha256(_canonical(data).encode()).hexdigest()[:32]
