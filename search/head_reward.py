@@ -186,7 +186,10 @@ class HeadReward:
         p = Path(path)
         meta_path = p.with_name(p.name + ".json")
         if not p.exists() or not meta_path.exists():
-            raise ConfigError(f"no saved head at {p} (needs {p.name} and {meta_path.name})")
+            raise ConfigError(
+                f"no saved head at {p} (needs {p.name} and {meta_path.name}); build one with "
+                "`python benchmarks/train_head.py`"
+            )
         meta: dict[str, Any] = json.loads(meta_path.read_text())
         reward = cls(backend, head, layer=int(meta["layer"]), messages=messages)
         if int(meta["hidden_size"]) != reward.hidden_size:
