@@ -14,6 +14,8 @@ How each request travels:
   vLLM takes JSON schemas, regexes and grammars; llama.cpp JSON schemas on chat and GBNF grammars;
   other servers JSON schemas on chat); one the server cannot do raises `NotSupported` before
   anything is sent. `params.logit_bias` is sent as OpenAI's `logit_bias` (ids as strings).
+- `top_k` and `min_p` are not OpenAI's: they are sent only when set (vLLM's and llama.cpp's
+  servers take them); unset, llama-cpp-python's server uses its own top_k 40 and min_p 0.05.
 - `score()` needs prompt logprobs: vLLM's `prompt_logprobs` over exact token ids. Servers without
   it raise `NotSupported`, and `capabilities.score` says so beforehand.
 
@@ -150,6 +152,8 @@ class OpenAIBackend(BaseBackend):
         # only sent when set: hosted APIs reject parameters they do not know
         if p.top_k:
             body["top_k"] = p.top_k
+        if p.min_p:
+            body["min_p"] = p.min_p
         if seed is not None:
             body["seed"] = seed
         if p.stop:

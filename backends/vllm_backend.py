@@ -224,6 +224,7 @@ class VLLMBackend(BaseBackend):
             temperature=p.temperature,
             top_p=p.top_p,
             top_k=p.top_k or -1,
+            min_p=p.min_p,
             seed=p.seed,
             stop=list(p.stop),
             max_tokens=p.max_tokens,

@@ -196,6 +196,18 @@ async def test_n_samples_seeded(conformance_backend: Any) -> None:
     assert all(g.usage.completion_tokens > 0 for g in first)
 
 
+async def test_min_p_one_samples_the_greedy_answer(conformance_backend: Any) -> None:
+    _, backend = conformance_backend
+    haiku = "Write a haiku about the sea."
+    greedy = await _one(backend, _chat(haiku, max_tokens=16, temperature=0.0))
+    free = _chat(haiku, max_tokens=16, temperature=1.0, n=3, seed=5)
+    only_top = free.model_copy(update={"params": free.params.model_copy(update={"min_p": 1.0})})
+    [wander, top] = await backend.generate([free, only_top])
+    # without min_p the same samples leave the greedy answer: the backend has to honour it
+    assert any(g.text != greedy.text for g in wander), greedy.text
+    assert [g.text for g in top] == [greedy.text] * 3
+
+
 async def test_usage_counts_prompt_and_completion(conformance_backend: Any) -> None:
     name, backend = conformance_backend
     msgs = (Message(role="user", content="Say hello."),)
