@@ -89,8 +89,8 @@ class Family:
 
 
 # Chosen by greedy accuracy on 20 probe tasks (seed 1234, not the matrix's seed 0), before any
-# verifier or default was looked at: benchmarks/results/ttc/probe.json (made by probe_script.py
-# beside it); the comments give that greedy accuracy. Families outside ~5-70% there were left
+# verifier or default was looked at: benchmarks/results/ttc/probe.json (made by ttc_probe.py);
+# the comments give that greedy accuracy. Families outside ~5-70% there were left
 # out (leg_counting, word_sequence_reversal, number_sorting, syllogism, family_relationships,
 # base_conversion, word_sorting, isomorphic_strings, number_filtering: 0-2%). Each side mixes
 # arithmetic, number theory, counting and string families; the one logic family is held out.
@@ -443,7 +443,7 @@ def summarize(args: argparse.Namespace, params: SamplingParams) -> dict[str, Any
     rows = load_rows(args.out, key)
     if not rows:
         raise ConfigError(f"no rows under {args.out} for sampling {key}: run the matrix first")
-    calib_path = args.out / "calibration.json"
+    calib_path = args.out / f"calibration.{key}.json"
     train_rows = [r for fam in rows.values() for r in fam if r["split"] == "train"]
     if train_rows:
         CALIBRATION.update(fit_calibration(train_rows))

@@ -35,6 +35,11 @@ def vote(group: list[dict[str, Any]], weight: str | None = None) -> dict[str, An
 
 
 def _weight(r: dict[str, Any], name: str) -> float:
+    """A sample's score by verifier `name`; "a+b" is the equal-weight mean of both (a
+    `WeightedReward` of the two)."""
+    if "+" in name:
+        parts = name.split("+")
+        return sum(_weight(r, p) for p in parts) / len(parts)
     if name.startswith("confidence."):
         return calibrated(r["confidence"][name.split(".", 1)[1]], name)
     return float(r[name])
@@ -71,7 +76,10 @@ def selectors(verifiers: list[str]) -> dict[str, Any]:
 def verifier_names(rows: list[dict[str, Any]]) -> list[str]:
     first = rows[0]["samples"][0]
     names = [f"confidence.{s}" for s in first["confidence"]]
-    return names + [k for k in ("judge", "head", "program") if k in first]
+    names += [k for k in ("judge", "head", "trained", "program") if k in first]
+    if "program" in first:
+        names += [f"confidence.{s}+program" for s in first["confidence"]]
+    return names
 
 
 def curves(rows: list[dict[str, Any]]) -> dict[str, dict[int, tuple[float, float]]]:
@@ -91,7 +99,8 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, dict[int, tuple[float, float
                 for name, pick in sel.items():
                     v = name[name.find("(") + 1 : -1] if "(" in name else ""
                     # a verifier that generates (programs) pays its tokens once per task
-                    acc[name][n].append((pick(group)["score"], tokens + extra.get(v, 0)))
+                    paid = sum(extra.get(part, 0) for part in v.split("+"))
+                    acc[name][n].append((pick(group)["score"], tokens + paid))
     out: dict[str, dict[int, tuple[float, float]]] = {}
     for name, by_n in acc.items():
         out[name] = {

