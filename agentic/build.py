@@ -28,17 +28,20 @@ class ControllerSpec(BaseModel):
     cost: Literal["neglog", "mean_gap"] = Field(
         default="neglog", description="astar: the g and h ordering the queue"
     )
-    tokens_per_step: int = Field(default=48, ge=1)
+    # Search defaults chosen on the train families of benchmarks/ttc_matrix.py (README, "Search"):
+    # sampling by majority vote at N=8, the reward by ROC AUC, steps of 16 tokens so a typical
+    # answer spans about two steps; never on the eval families.
+    tokens_per_step: int = Field(default=16, ge=1)
     max_steps: int = Field(default=4, ge=1)
-    temperature: float = Field(default=0.7, ge=0.0, description="sampling temperature")
-    min_p: float = Field(default=0.0, ge=0.0, le=1.0, description="min-p sampling; 0 is off")
+    temperature: float = Field(default=1.0, ge=0.0, description="sampling temperature")
+    min_p: float = Field(default=0.1, ge=0.0, le=1.0, description="min-p sampling; 0 is off")
     reward: str = Field(
-        default="judge",
+        default="confidence+program",
         description="a verifier (judge, head, confidence, program, checker) or a weighted sum of "
         "them, e.g. '0.7*confidence+0.3*program'",
     )
     confidence: Literal["lowest_group", "tail", "mean"] = Field(
-        default="tail", description="reward=confidence: the DeepConf statistic"
+        default="mean", description="reward=confidence: the DeepConf statistic"
     )
     select: Literal["best", "weighted_majority"] = Field(
         default="best",

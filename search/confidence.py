@@ -47,13 +47,14 @@ Statistic = Literal["lowest_group", "tail", "mean"]
 STATISTICS: tuple[Statistic, ...] = ("lowest_group", "tail", "mean")
 
 # (center, scale) of r = σ((C - center) / scale) per statistic: the logistic fit of "solved" on C
-# over the train families' samples of SmolLM2-135M (top-5 logprobs, window 8, tail 16), from
+# over the train families' samples of SmolLM2-135M at the chosen sampling (temperature 1.0,
+# min_p 0.1; top-5 logprobs, window 8, tail 16), from
 # `benchmarks/ttc_matrix.py --summarize` (benchmarks/results/ttc/calibration.*.json). Another
 # model has other numbers: pass center= and scale=, or fit them the same way.
 CALIBRATION: dict[Statistic, tuple[float, float]] = {
-    "lowest_group": (0.0, 1.0),
-    "tail": (0.0, 1.0),
-    "mean": (0.0, 1.0),
+    "lowest_group": (4.54, 0.786),
+    "tail": (6.42, 1.451),
+    "mean": (5.24, 0.858),
 }
 
 
@@ -107,7 +108,7 @@ class ConfidenceReward:
         self,
         backend: Backend,
         *,
-        statistic: Statistic = "tail",
+        statistic: Statistic = "mean",
         top_k: int = 5,
         window: int = 8,
         tail: int = 16,
