@@ -41,9 +41,9 @@ class SelfConsistency:
         if n < 1:
             raise ConfigError(f"n must be >= 1, got {n}")
         self.backend, self.n, self.answer_of = backend, n, answer_of
-        self.params = (params or SamplingParams(temperature=1.0, min_p=0.1, max_tokens=64)).model_copy(
-            update={"n": n, "seed": seed}
-        )
+        self.params = (
+            params or SamplingParams(temperature=1.0, min_p=0.1, max_tokens=64)
+        ).model_copy(update={"n": n, "seed": seed})
         self.system_prompt = system_prompt
 
     def __repr__(self) -> str:

@@ -127,7 +127,9 @@ async def test_keep_votes_over_the_best_scored_fraction_only() -> None:
     steps = StepGenerator(ScriptedBackend(rule))
     task = Task(id="t", input="?", answer="7")
     # with equal weights the vote goes to 9 (three against two) ...
-    everyone = BestOfN(steps, ScriptedReward(lambda t: 1.0, "outcome"), n=5, select="weighted_majority")
+    everyone = BestOfN(
+        steps, ScriptedReward(lambda t: 1.0, "outcome"), n=5, select="weighted_majority"
+    )
     assert (await everyone.search(task)).answer.strip() == "9"
     # ... while keeping the best 40% by reward leaves only the two confident 7s
     kept = BestOfN(steps, reward, n=5, select="weighted_majority", keep=0.4)
