@@ -2,7 +2,8 @@
 
 Every command is a thin synchronous edge over the async API. Errors the user can fix
 (bad values, missing files, unknown backends, malformed traces) print one clear line and exit 2;
-they never show a traceback.
+they never show a traceback. A backend URI is shown and recorded only through `redact_uri`, so a
+key in it (`http://user:KEY@host`, `?api_key=KEY`) never reaches the screen or a recording.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agentic.core import (
@@ -31,6 +33,7 @@ from agentic.core import (
     SamplingParams,
     Tracer,
     read_events,
+    redact_uri,
 )
 
 app = typer.Typer(
@@ -65,7 +68,8 @@ def _quiet_transformers() -> None:
 def _load(uri: str) -> Any:
     from backends import load_backend
 
-    with err.status(f"loading {uri} (the first use of an embedded model converts it, ~20 s)"):
+    shown = redact_uri(uri)
+    with err.status(f"loading {shown} (the first use of an embedded model converts it, ~20 s)"):
         # only local models load transformers; remote and plugin backends should not pay for it
         if uri.startswith(("hf:", "embedded:", "vllm:")):
             _quiet_transformers()
@@ -73,16 +77,50 @@ def _load(uri: str) -> Any:
 
 
 def _parse_config(pairs: list[str]) -> dict[str, Any]:
+    """`-c KEY=VALUE` pairs: a VALUE that reads as JSON is that value, any other is a string (the
+    suite checks each value's type and range)."""
     cfg: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--config takes KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"--config takes KEY=VALUE, got {_brief(pair)}")
         try:
             cfg[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except RecursionError:
+            raise ConfigError(f"--config {key}: the value is nested too deeply") from None
+        except ValueError:  # not JSON, or an integer too long to read: taken as a string
             cfg[key] = value
     return cfg
+
+
+def _brief(text: str, limit: int = 80) -> str:
+    """`text` quoted for an error message, cut so one line stays one line."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 5] + "...'"
+
+
+def read_controller(controller: str, flags: dict[str, Any]) -> Any:
+    """`controller_spec`, with what reading a spec file can raise said in one line."""
+    if not controller.strip():
+        raise ConfigError(
+            "--controller is empty: give a controller type (see --help), a spec file or inline JSON"
+        )
+    try:
+        return controller_spec(controller, flags)
+    except IsADirectoryError:
+        raise ConfigError(
+            f"--controller {_brief(controller)} is a directory, not a spec file"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"--controller {_brief(controller)}: the spec file is not UTF-8 text (byte {e.start})"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"--controller {_brief(controller)}: {e.strerror or e}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"--controller {_brief(controller)}: the spec is nested too deeply"
+        ) from None
 
 
 @app.command()
@@ -133,7 +171,7 @@ def _summary(result: Any, backend: str) -> Table:
     solved = sum(1 for o in result.outcomes if (o.score or 0) >= 1.0)
     rows = [
         ("suite", result.suite),
-        ("backend", backend),
+        ("backend", redact_uri(backend)),
         ("tasks", f"{len(result.outcomes)} done, {len(result.not_run)} not run"),
         ("accuracy", f"{result.accuracy:.1%} ({solved} solved)"),
         ("errors", str(result.errors)),
@@ -367,14 +405,17 @@ def run(
         "select": select,
         "keep": keep,
     }
-    spec = controller_spec(controller, {f: v for f, v in flags.items() if v is not None})
+    spec = read_controller(controller, {f: v for f, v in flags.items() if v is not None})
     task_suite = load_suite(suite, n=n, seed=seed, config=_parse_config(config or []))
     budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)
     model = _load(backend)
+    # recorded with every URI redacted (a pipeline's own backends too); a resume compares and a
+    # replay looks backends up in this same redacted form, so neither needs the key. Names stay
+    # as the backend gives them: they key its events (OpenAIBackend redacts its own)
     run_config = {
-        "backend": backend,
+        "backend": redact_uri(backend),
         "backend_name": model.name,
-        "controller": spec.model_dump(mode="json"),
+        "controller": _redacted(spec.model_dump(mode="json")),
         "concurrency": concurrency,
     }
     done: list[Outcome] | None = None
@@ -395,7 +436,9 @@ def run(
         try:
             built = builder.build(spec)
             # other backends the pipeline named, so a replay can serve each from the recording
-            run_config["backends"] = {uri: b.name for uri, b in builder.backends.items()}
+            run_config["backends"] = {
+                redact_uri(uri): b.name for uri, b in builder.backends.items()
+            }
             with tracer.activate():
                 return await _solve(task_suite, built, concurrency, budget, run_config, done)
         finally:
@@ -411,6 +454,17 @@ def run(
         err.print(f"recorded to {record}")
     if json_out is not None:
         json_out.write_text(result.model_dump_json(indent=2))
+
+
+def _redacted(value: Any) -> Any:
+    """`value` (JSON data) with `redact_uri` applied to every string in it."""
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _same(a: Outcome, b: Outcome) -> bool:
@@ -506,8 +560,9 @@ def main() -> None:
     try:
         app()
     except ValidationError as e:
-        err.print(f"[red]error:[/] {_explain(e)}")
+        err.print(f"[red]error:[/] {escape(redact_uri(_explain(e)))}")
         sys.exit(2)
     except (AgenticError, FileNotFoundError) as e:
-        err.print(f"[red]error:[/] {e}")
+        # redacted again here: a plugin's error may quote the URI it was given
+        err.print(f"[red]error:[/] {escape(redact_uri(str(e)))}")
         sys.exit(2)

@@ -10,13 +10,33 @@ Answer extraction (what part of a free-form output is handed to the checker) is
 `TaskSuite.extract`, read by every selector too: for reasoning-gym the rule of
 `agentic.core.answers` (an `<answer>` tag, else the first non-empty line, its last number when the
 expected answer is a number); for HumanEval the code the harness runs.
+
+Settings (`config=`, the CLI's `-c KEY=VALUE`) are checked before any task is generated, since
+a generator given an absurd size hangs or fills memory rather than failing:
+- the key must be a setting of that dataset (`size` and `seed` are `n` and `seed`);
+- the value must have the setting's type (an integer setting takes an integer, not 5.0 or 1e400;
+  a float setting a finite number; a bool setting true/false; a Literal one of its choices);
+- a number must lie in the setting's range: `LIMITS` where it names one (measured: sizes where a
+  generator's cost grows fastest), else within +-max(1000, 10 x its default), which is generous
+  for every reasoning-gym setting yet keeps `max_terms=99999999` out.
+Generators have heavy tails that no per-setting range rules out (basic_arithmetic enumerates the
+divisors of a product of its terms), so each task also gets `TASK_SECONDS` to generate where a
+timer can interrupt it (the main thread, SIGALRM unused); a failure while generating is a
+`ConfigError` naming the suite, the settings and the task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import re
-from collections.abc import Sequence
+import signal
+import threading
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from agentic.core import ConfigError, Task, TaskSuite
@@ -25,6 +45,121 @@ from agentic.core import ConfigError, Task, TaskSuite
 PRESETS: dict[str, dict[str, Any]] = {
     "basic_arithmetic": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
 }
+
+# Allowed ranges (inclusive) of the settings whose size drives generation cost, by dataset; "*"
+# applies to every dataset with that setting. Measured on reasoning-gym 0.1 with 50 tasks:
+# basic_arithmetic at 10 terms x 5 digits takes ~3 s worst of 5 seeds, at 12 x 4 or 2 x 20 it can
+# hang (the divisor search); products past ~4300 digits of answer fails Python's int-to-str limit;
+# chain_sum at 1000 terms x 100 digits is instant but writes 60 kB questions.
+_TERMS_DIGITS = ("min_terms", "max_terms", "min_digits", "max_digits")
+LIMITS: dict[str, dict[str, tuple[int, int]]] = {
+    "*": dict(zip(_TERMS_DIGITS, [(1, 1000)] * 2 + [(1, 100)] * 2, strict=True)),
+    "basic_arithmetic": dict(zip(_TERMS_DIGITS, [(1, 10)] * 2 + [(1, 5)] * 2, strict=True)),
+    "products": dict(zip(_TERMS_DIGITS, [(1, 100)] * 2 + [(1, 40)] * 2, strict=True)),
+}
+# the bound of a numeric setting LIMITS does not name: +-max(GENERIC_LIMIT, 10 x its default)
+GENERIC_LIMIT = 1000
+# seconds one task may take to generate (where a timer can interrupt it)
+TASK_SECONDS = 10.0
+
+
+def _limit(dataset: str, key: str, default: Any) -> tuple[float, float]:
+    for scope in (dataset, "*"):
+        if key in LIMITS.get(scope, {}):
+            return LIMITS[scope][key]
+    big = abs(default) if isinstance(default, int | float) and math.isfinite(default) else 0
+    bound = max(GENERIC_LIMIT, 10 * big)
+    return -bound, bound
+
+
+def _allowed(hint: Any) -> tuple[set[type], tuple[Any, ...]]:
+    """The scalar types (bool, int, float, None) a setting's annotation admits, and its Literal
+    choices; both empty for settings of other types (strings, lists), which are not checked."""
+    if typing.get_origin(hint) is typing.Literal:
+        return set(), typing.get_args(hint)
+    args = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else (hint,)
+    )
+    scalars = {a for a in args if a in (bool, int, float, type(None))}
+    return (scalars if scalars - {type(None)} else set()), ()
+
+
+def check_settings(dataset: str, config_cls: type, settings: dict[str, Any]) -> None:
+    """Refuse, naming the setting and what it takes, any setting a reasoning-gym dataset would
+    choke or hang on (see the module's docstring)."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    hints = typing.get_type_hints(config_cls)
+    for key, value in settings.items():
+        if key in ("size", "seed"):
+            flag = "n" if key == "size" else "seed"
+            raise ConfigError(f"{key} is not a setting: give it as {flag}= (--{flag})")
+        if key not in fields:
+            known = ", ".join(sorted(k for k in fields if k not in ("size", "seed")))
+            raise ConfigError(f"suite {dataset!r} has no setting {key!r}; its settings: {known}")
+        scalars, choices = _allowed(hints.get(key))
+        if choices:
+            if value not in choices or isinstance(value, bool) != any(
+                isinstance(c, bool) for c in choices
+            ):
+                raise ConfigError(
+                    f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                )
+            continue
+        if not scalars or (value is None and type(None) in scalars):
+            continue
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:36] + "..."
+        if bool in scalars and not (int in scalars or float in scalars):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} must be true or false, got {shown}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            kind = "an integer" if float not in scalars else "a number"
+            raise ConfigError(f"{key} must be {kind}, got {shown}")
+        if float not in scalars and not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {shown}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {shown}")
+        default = fields[key].default
+        lo, hi = _limit(dataset, key, None if default is dataclasses.MISSING else default)
+        if not lo <= value <= hi:
+            raise ConfigError(
+                f"{key} must be between {lo:g} and {hi:g} for suite {dataset!r}, got {shown}"
+            )
+
+
+class _TooSlow(Exception):
+    pass
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise `_TooSlow` in the block after `seconds`, where SIGALRM can do it: in the main thread
+    and when nothing else uses SIGALRM; elsewhere the block runs unbounded."""
+    usable = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+    )
+    if not usable:
+        yield
+        return
+    armed = [True]
+
+    def fire(signum: int, frame: Any) -> None:
+        if armed[0]:  # the timer may fire just after the block ended: then it is too late
+            raise _TooSlow
+
+    signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
 
 ANSWER_INSTRUCTION = "Give only the final answer."
 
@@ -53,6 +188,7 @@ class ReasoningGymSuite(TaskSuite):
         self.name = dataset
         self.n, self.seed, self.instruction = n, seed, instruction
         self.overrides = dict(config or {})
+        check_settings(dataset, DATASETS[dataset][1], self.overrides)
         params = {**PRESETS.get(dataset, {}), **self.overrides}
         try:
             self._dataset = reasoning_gym.create_dataset(dataset, seed=seed, size=n, **params)
@@ -60,7 +196,21 @@ class ReasoningGymSuite(TaskSuite):
             raise ConfigError(f"bad config for suite {dataset!r} ({params}): {e}") from None
         self._entries: dict[str, dict[str, Any]] = {}
         tasks = []
-        for i, entry in enumerate(self._dataset):
+        for i in range(n):
+            try:
+                with _deadline(TASK_SECONDS):
+                    entry = self._dataset[i]
+            except _TooSlow:
+                raise ConfigError(
+                    f"suite {dataset!r} with {params}: task {i} took over {TASK_SECONDS:g} s to "
+                    "generate; use smaller settings"
+                ) from None
+            # a third-party generator failing on these settings is a settings problem to the user
+            except Exception as e:
+                raise ConfigError(
+                    f"suite {dataset!r} with {params}: generating task {i} failed: "
+                    f"{type(e).__name__}: {str(e)[:200]}"
+                ) from None
             tid = f"{dataset}/{seed}/{i}"
             self._entries[tid] = entry
             text = f"{entry['question']}\n{instruction}" if instruction else entry["question"]

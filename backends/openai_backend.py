@@ -20,7 +20,11 @@ How each request travels:
   it raise `NotSupported`, and `capabilities.score` says so beforehand.
 
 The server kind is probed once at construction (`GET /models`) unless `server=` and `model=` are
-given. Transport, retries and the API key are `http_client.RetryingClient`'s business.
+given. Transport, retries and the API key are `http_client.RetryingClient`'s business; so is a
+200 answer without the fields the endpoint promises (no `choices`, a choice that is not an
+object): it is retried, and names the URL and what was missing when it keeps coming. Credentials
+in the URL (`http://user:KEY@host/v1`, `?api_key=KEY`) are used but never shown: the backend's
+`name`, its errors and its events carry the URL through `redact_uri`.
 """
 
 from __future__ import annotations
@@ -43,15 +47,21 @@ from agentic.core import (
     TopLogprob,
     Usage,
     check_budget,
+    redact_uri,
 )
 from backends.base import BaseBackend, Capabilities
 from backends.http_client import RetryingClient
 from backends.openai_wire import (
+    SHAPE_ERRORS,
     StreamedChoice,
+    answer_choices,
     chat_logprobs,
     completion_logprobs,
     messages_json,
+    model_list,
+    shape_problem,
     structured_body,
+    token_list,
 )
 from backends.prompts import render_text
 
@@ -80,7 +90,9 @@ class OpenAIBackend(BaseBackend):
         name: str | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise ConfigError(
+                f"base_url must start with http:// or https://, got {redact_uri(base_url)!r}"
+            )
         if server is not None and server not in get_args(Server):
             raise ConfigError(f"server must be one of {get_args(Server)}, got {server!r}")
         self.http = RetryingClient(
@@ -97,7 +109,7 @@ class OpenAIBackend(BaseBackend):
             model, server = self._probe(model, server)
         self.model = model
         self.server: Server = server
-        self.name = name or f"openai:{self.http.base_url}#{model}"
+        self.name = name or redact_uri(f"openai:{self.http.base_url}#{model}")
         self.http.name = self.name
         self.tokenizer = self._load_tokenizer(tokenizer)
         vllm = server == "vllm"
@@ -113,15 +125,16 @@ class OpenAIBackend(BaseBackend):
         )
 
     def __repr__(self) -> str:
-        return (
-            f"OpenAIBackend({self.http.base_url!r}, model={self.model!r}, server={self.server!r})"
-        )
+        url = redact_uri(self.http.base_url)
+        return f"OpenAIBackend({url!r}, model={self.model!r}, server={self.server!r})"
 
     def _probe(self, model: str | None, server: Server | None) -> tuple[str, Server]:
-        data = self.http.request_sync("GET", "models").get("data") or []
+        data = self.http.request_sync("GET", "models", parse=model_list)
         if model is None:
             if not data:
-                raise ConfigError(f"{self.http.base_url}/models lists no model: give one as #MODEL")
+                raise ConfigError(
+                    f"{redact_uri(self.http.base_url)}/models lists no model: give one as #MODEL"
+                )
             model = str(data[0]["id"])
         if server is None:
             entry = next((d for d in data if d.get("id") == model), data[0] if data else {})
@@ -228,16 +241,30 @@ class OpenAIBackend(BaseBackend):
             usage=usage,
         )
 
+    def _answer(
+        self, data: Any, chat: bool, req: GenerateRequest
+    ) -> tuple[list[Generation], int, int]:
+        """The generations of one answer, with its prompt and completion token totals."""
+        choices, u = answer_choices(data)
+        gens = []
+        for i, c in enumerate(choices):
+            try:
+                gens.append(self._generation(c, chat, req, Usage()))
+            except SHAPE_ERRORS as e:
+                raise shape_problem(e, f"choices[{i}]") from None
+        try:
+            return gens, int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+        except SHAPE_ERRORS as e:
+            raise shape_problem(e, "usage") from None
+
     async def _call(self, req: GenerateRequest, n: int, seed: int | None) -> list[Generation]:
         path, body = self._route(req, n, seed)
+        chat = path.startswith("chat")
         t0 = time.monotonic()
-        data = await self.http.post(path, body)
+        gens, prompt_tokens, completion_total = await self.http.post(
+            path, body, parse=lambda data: self._answer(data, chat, req)
+        )
         seconds = time.monotonic() - t0
-        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
-        u = data.get("usage") or {}
-        prompt_tokens = int(u.get("prompt_tokens") or 0)
-        completion_total = int(u.get("completion_tokens") or 0)
-        gens = [self._generation(c, path.startswith("chat"), req, Usage()) for c in choices]
         # the server reports one total; per-sample counts come from the tokens where known
         counts = [len(g.token_ids) or len(g.token_logprobs or ()) for g in gens]
         if len(gens) == 1 or not all(counts):
@@ -318,8 +345,39 @@ class OpenAIBackend(BaseBackend):
         return self.http.base_url.removesuffix("/v1") + "/tokenize"
 
     async def _tokenize(self, body: dict[str, Any]) -> list[int]:
-        data = await self.http.post(self._tokenize_url(), {"model": self.model, **body})
-        return list(data["tokens"])
+        return list(
+            await self.http.post(
+                self._tokenize_url(), {"model": self.model, **body}, parse=token_list
+            )
+        )
+
+    @staticmethod
+    def _prompt_logprobs(
+        data: Any, prompt: list[int], cont: list[int], req: ScoreRequest
+    ) -> tuple[list[float], list[tuple[TopLogprob, ...]]]:
+        """The logprob and top alternatives of each continuation token, from vLLM's
+        `prompt_logprobs` rows (one per prompt token, keyed by token id)."""
+        choices, _ = answer_choices(data)
+        try:
+            rows = (choices[0].get("prompt_logprobs") or [])[len(prompt) :]
+            logprobs, tops = [], []
+            for tid, row in zip(cont, rows, strict=True):
+                logprobs.append(float(row[str(tid)]["logprob"]))
+                alts = sorted(row.items(), key=lambda kv: kv[1].get("rank") or 0)
+                tops.append(
+                    tuple(
+                        TopLogprob(
+                            token_id=int(t),
+                            token=v.get("decoded_token") or "",
+                            logprob=float(v["logprob"]),
+                        )
+                        for t, v in alts
+                        if v.get("rank") is not None and v["rank"] <= req.top_logprobs
+                    )[: req.top_logprobs]
+                )
+        except SHAPE_ERRORS as e:
+            raise shape_problem(e, "choices[0].prompt_logprobs") from None
+        return logprobs, tops
 
     async def _score_one(self, req: ScoreRequest) -> ScoreResult:
         if req.messages is not None:
@@ -344,24 +402,10 @@ class OpenAIBackend(BaseBackend):
             "prompt_logprobs": max(req.top_logprobs, 1),
         }
         t0 = time.monotonic()
-        data = await self.http.post("completions", body)
+        logprobs, tops = await self.http.post(
+            "completions", body, parse=lambda data: self._prompt_logprobs(data, prompt, cont, req)
+        )
         seconds = time.monotonic() - t0
-        rows = (data["choices"][0].get("prompt_logprobs") or [])[len(prompt) :]
-        logprobs, tops = [], []
-        for tid, row in zip(cont, rows, strict=True):
-            logprobs.append(float(row[str(tid)]["logprob"]))
-            alts = sorted(row.items(), key=lambda kv: kv[1].get("rank") or 0)
-            tops.append(
-                tuple(
-                    TopLogprob(
-                        token_id=int(t),
-                        token=v.get("decoded_token") or "",
-                        logprob=float(v["logprob"]),
-                    )
-                    for t, v in alts
-                    if v.get("rank") is not None and v["rank"] <= req.top_logprobs
-                )[: req.top_logprobs]
-            )
         return ScoreResult(
             token_ids=tuple(cont),
             token_logprobs=tuple(logprobs),
@@ -388,8 +432,8 @@ class OpenAIBackend(BaseBackend):
             return len(self.tokenizer(text, add_special_tokens=False).input_ids)
         if self.server != "vllm":
             raise NotSupported(f"{self.name}: counting tokens needs tokenizer=PATH")
-        data = self.http.request_sync("POST", self._tokenize_url(), {"model": self.model, **body})
-        return len(data["tokens"])
+        url, payload = self._tokenize_url(), {"model": self.model, **body}
+        return len(self.http.request_sync("POST", url, payload, parse=token_list))
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -401,6 +445,6 @@ def from_uri(spec: str, **options: Any) -> OpenAIBackend:
     if not url:
         raise ConfigError(
             "openai: URI needs a server URL, e.g. openai:http://127.0.0.1:8000/v1#MODEL; "
-            f"got {spec!r}"
+            f"got {redact_uri(spec)!r}"
         )
     return OpenAIBackend(url, model or options.pop("model", None), **options)

@@ -3,6 +3,9 @@
 Chat and completion endpoints lay logprobs out differently (a list of token records vs. parallel
 lists), and a streamed answer arrives in chunks; these helpers turn each into the same thing.
 `structured_body` goes the other way: a `ResponseFormat` in each server's own request fields.
+`answer_choices`, `model_list` and `token_list` check a body's shape before anyone reads it: a
+body without what the endpoint promises raises `MalformedBody` saying what is missing, which the
+client retries like a garbled body.
 """
 
 from __future__ import annotations
@@ -10,7 +13,69 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from agentic.core import Message, NotSupported, ResponseFormat, TopLogprob
+from backends.http_client import MalformedBody
+
+# what a body's parser may raise on data of the wrong shape deep inside (pydantic's
+# ValidationError is a ValueError); each becomes a MalformedBody naming where it happened
+SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def shape_problem(e: Exception, where: str = "") -> MalformedBody:
+    """One line saying what a body's parser tripped on, at `where` in the body."""
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        what = f"{loc}: {first.get('msg', 'invalid')}" if loc else first.get("msg", "invalid")
+    else:
+        what = f"{type(e).__name__}: {e}"
+    return MalformedBody(" ".join(f"{where}{': ' if where else ''}{what}".split())[:200])
+
+
+def answer_choices(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The choices (in index order) and usage of a /completions or /chat/completions answer."""
+    if not isinstance(data, dict):
+        raise MalformedBody(f"expected a JSON object with 'choices', got {_kind(data)}")
+    choices = data.get("choices")
+    if choices is None:
+        said = f"; the server said: {str(data['error'])[:200]}" if "error" in data else ""
+        raise MalformedBody(f"no 'choices' in the answer{said}")
+    if not isinstance(choices, list):
+        raise MalformedBody(f"'choices' is {_kind(choices)}, not a list")
+    if not choices:
+        raise MalformedBody("'choices' is an empty list")
+    for i, c in enumerate(choices):
+        if not isinstance(c, dict):
+            raise MalformedBody(f"choices[{i}] is {_kind(c)}, not an object")
+    usage = data.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise MalformedBody(f"'usage' is {_kind(usage)}, not an object")
+    return sorted(choices, key=lambda c: c.get("index", 0)), usage
+
+
+def model_list(data: Any) -> list[dict[str, Any]]:
+    """The entries of a `GET /models` answer, each with an `id`."""
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise MalformedBody("expected a JSON object with a 'data' list of models")
+    for i, d in enumerate(entries):
+        if not isinstance(d, dict) or "id" not in d:
+            raise MalformedBody(f"data[{i}] is not a model object with an 'id'")
+    return entries
+
+
+def token_list(data: Any) -> list[int]:
+    """The token ids of a vLLM `/tokenize` answer."""
+    tokens = data.get("tokens") if isinstance(data, dict) else None
+    if not isinstance(tokens, list) or not all(type(t) is int for t in tokens):
+        raise MalformedBody("expected a JSON object with a 'tokens' list of integers")
+    return tokens
 
 
 def messages_json(msgs: Sequence[Message]) -> list[dict[str, Any]]:

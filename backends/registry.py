@@ -11,7 +11,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from agentic.core import ConfigError
+from agentic.core import ConfigError, redact_uri
 from backends.base import Backend
 
 Factory = Callable[..., Backend]
@@ -63,5 +63,7 @@ def load_backend(uri: str = DEFAULT_BACKEND, **options: Any) -> Backend:
     """Build the backend a URI names. `**options` go to its factory."""
     scheme, sep, spec = uri.partition(":")
     if not sep or not scheme:
-        raise ConfigError(f"backend URI {uri!r} is not SCHEME:SPEC, e.g. {DEFAULT_BACKEND!r}")
+        raise ConfigError(
+            f"backend URI {redact_uri(uri)!r} is not SCHEME:SPEC, e.g. {DEFAULT_BACKEND!r}"
+        )
     return _factory(scheme)(spec, **options)

@@ -54,6 +54,7 @@ from ttc_stats import (
     at_tokens,
     curves,
     fit_calibration,
+    markdown,
     mean_curves,
     plot,
     show,
@@ -477,6 +478,7 @@ def summarize(args: argparse.Namespace, params: SamplingParams) -> dict[str, Any
     (args.out / f"summary.{key}.json").write_text(json.dumps(summary, indent=2) + "\n")
     show(summary)
     plot(summary, args.out / f"curves.{key}.png")
+    (args.out / f"table.{key}.md").write_text(markdown(summary))
     return summary
 
 

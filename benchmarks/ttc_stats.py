@@ -288,3 +288,40 @@ def plot(summary: dict[str, Any], out: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
     fig.savefig(out)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The README's tables: per split, the main selectors' mean accuracy (tokens) by N, the
+    verifiers' AUC and ECE, the seconds per task, and the search controllers."""
+    out = []
+    for split, s in summary["splits"].items():
+        mean = s["mean"]
+        out.append(f"**{split} families** ({', '.join(s['families'])}), mean over families:\n")
+        out.append("| selector | " + " | ".join(f"N={n}" for n in NS) + " |")
+        out.append("| --- |" + " ---: |" * len(NS))
+        for name in sorted(mean, key=lambda k: (k not in ("greedy", "vote", "oracle"), k)):
+            by_n = {int(n): v for n, v in mean[name].items()}
+            cells = [f"{by_n[n][0]:.1%} ({by_n[n][1]:.0f})" if n in by_n else "" for n in NS]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("\n| verifier | ROC AUC | ECE |\n| --- | ---: | ---: |")
+        for v, m in s["verifiers"].items():
+            auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
+            out.append(f"| {v} | {auc} | {m['ece']:.3f} |")
+        secs = ", ".join(f"{k} {v:.2f}" for k, v in s["seconds_per_task"].items())
+        out.append(f"\nSeconds per task (wall, batches of tasks): {secs}.\n")
+        if s.get("searches"):
+            out.append(
+                "| search | tasks/family | accuracy | vote at equal tokens | vote@8 | greedy | "
+                "oracle@8 | tokens | steps | resampling | s/task |"
+            )
+            out.append("| --- |" + " ---: |" * 10)
+            for tag, r in s["searches"].items():
+                m = r["mean"]
+                out.append(
+                    f"| {tag} | {m['tasks']:.0f} | {m['accuracy']:.1%} | {m['vote_at_tokens']:.1%}"
+                    f" | {m['vote@8']:.1%} | {m['greedy']:.1%} | {m['oracle@8']:.1%} | "
+                    f"{m['tokens']:.0f} | {m['steps']:.2f} | {m['resampling_rate']:.0%} | "
+                    f"{m['seconds']:.1f} |"
+                )
+            out.append("")
+    return "\n".join(out) + "\n"

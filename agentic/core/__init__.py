@@ -15,6 +15,7 @@ from agentic.core.errors import (
     TraceFormatError,
 )
 from agentic.core.events import ConsoleSink, Event, JSONLSink, Tracer, emit, read_events, span
+from agentic.core.redact import redact_uri
 from agentic.core.tasks import Context, Controller, Outcome, Task, TaskSuite
 from agentic.core.types import (
     GenerateRequest,
@@ -70,5 +71,6 @@ __all__ = [
     "extract_answer",
     "read_answer",
     "read_events",
+    "redact_uri",
     "span",
 ]

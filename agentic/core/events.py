@@ -118,24 +118,41 @@ def span(type: str, **payload: Any) -> Iterator[str]:
 
 
 def read_events(path: str | Path) -> Iterator[Event]:
-    """Events of a JSONL trace, in order. A malformed line raises `TraceFormatError` naming the
-    file and line number; a truncated final line (a run killed mid-write) is ignored."""
+    """Events of a JSONL trace, in order. A malformed line (bad UTF-8, bad JSON, not an event)
+    raises `TraceFormatError` naming the file and line number; a truncated final line (a run
+    killed mid-write, even inside a multibyte character) is ignored."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"trace file not found: {p}")
-    return _parse_lines(p, p.read_text(encoding="utf-8"))
+    if p.is_dir():
+        raise TraceFormatError(f"{p} is a directory, not a trace file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise TraceFormatError(f"cannot read trace file {p}: {e.strerror or e}") from None
+    return _parse_lines(p, data)
 
 
-def _parse_lines(p: Path, text: str) -> Iterator[Event]:
-    # split on "\n" only: JSON strings may hold U+2028 and friends, which splitlines() cuts
-    lines = text.split("\n")
-    for i, line in enumerate(lines, start=1):
+def _parse_lines(p: Path, data: bytes) -> Iterator[Event]:
+    # split the bytes, not decoded text: a kill inside a multibyte character must tear only the
+    # last line; and on b"\n" only, since JSON strings may hold U+2028, which splitlines() cuts
+    lines = data.split(b"\n")
+    for i, raw in enumerate(lines, start=1):
+        torn = i == len(lines)  # no newline after it: the write was cut off by a kill
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if torn:
+                return
+            raise TraceFormatError(
+                f"{p}:{i}: not a valid event: not UTF-8 (byte {e.start + 1} of the line)"
+            ) from None
         if not line.strip():
             continue
         try:
             yield Event.model_validate_json(line)
         except ValidationError as e:
-            if i == len(lines):  # no newline after it: the write was cut off by a kill
+            if torn:
                 return
             raise TraceFormatError(f"{p}:{i}: not a valid event: {_first_error(e)}") from None
 
