@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 M=(.venv/bin/python benchmarks/ttc_matrix.py)
 TRAIN_TASKS=${TRAIN_TASKS:-8}
 EVAL_TASKS=${EVAL_TASKS:-40}
-SEARCH_TASKS=${SEARCH_TASKS:-16}
+SEARCH_TASKS=${SEARCH_TASKS:-8}
 
 # 1. train families: the sampling settings the defaults are chosen from; the verifiers are
 #    compared at the old default only (the judge costs more than generating: too slow to repeat)
@@ -19,6 +19,9 @@ SEARCH_TASKS=${SEARCH_TASKS:-16}
 "${M[@]}" --choose
 # 2. eval families: the held-out matrix
 "${M[@]}" --split eval --tasks "$EVAL_TASKS" --chosen-sampling --verifiers program,head
-# 3. search controllers on the first SEARCH_TASKS tasks of each eval family
-"${M[@]}" --split eval --tasks "$SEARCH_TASKS" --chosen-sampling --controllers pf-8,epf-8
+# 3. search controllers on the first SEARCH_TASKS tasks of each eval family, and the outcome
+#    head fit on the train rows scoring the eval rows
+"${M[@]}" --split eval --tasks "$SEARCH_TASKS" --chosen-sampling --controllers pf-8
+.venv/bin/python benchmarks/train_verifier.py
+"${M[@]}" --split eval --tasks "$SEARCH_TASKS" --chosen-sampling --controllers epf-8
 "${M[@]}" --summarize --chosen-sampling

@@ -41,6 +41,7 @@ SCRIPTS = [
     "steering",
     "routing",
     "void_trace",
+    "verifiers",
 ]
 
 
