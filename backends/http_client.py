@@ -7,7 +7,13 @@ are not the complete JSON object a server promised (truncated or malformed), and
 but do not have the shape the caller needs (`parse=` raising `MalformedBody`: a 200 with no
 `choices`). Every retry is an event (`backend.retry`), so a recording shows what the network did.
 Other 4xx answers are the caller's mistake and raise `RequestRejected` at once; a request that
-keeps failing raises `BackendUnavailable` naming the URL and the last failure.
+keeps failing raises `BackendUnavailable` naming the URL and the last failure, said in words (a
+reset reads "the connection was reset ...", not `ReadError ()`).
+
+Two clocks bound an attempt: `read_timeout` is the longest silence between two reads, and
+`attempt_timeout` (default: connect plus read timeout) the longest an attempt may take in all, so a
+server that trickles its answer a byte at a time cannot hold a request past it. The synchronous
+calls (`request_sync`: the `GET /models` probe, token counting) get the same retries and clocks.
 
 The API key goes into the `Authorization` header only; it is never part of an event, an error
 message or `repr`. Credentials in the base URL itself (`http://user:KEY@host/v1`, `?api_key=KEY`)
@@ -18,12 +24,14 @@ the URL is shown.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import json
 import random
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import (
@@ -51,7 +59,43 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-_RETRYABLE = (_Transient, httpx.TransportError)
+class _Deadline(Exception):
+    """An attempt that outlived `attempt_timeout`: retried like a timeout."""
+
+
+_RETRYABLE = (_Transient, _Deadline, httpx.TransportError)
+
+# what each transport failure means, for an error a user reads; httpx's own messages are often
+# empty (a reset is `ReadError('')`), the most specific class listed first
+_TRANSPORT_WORDS: tuple[tuple[type[httpx.TransportError], str], ...] = (
+    (httpx.ConnectTimeout, "no connection within the connect timeout"),
+    (httpx.ReadTimeout, "no data within the read timeout"),
+    (httpx.WriteTimeout, "could not send the request within the timeout"),
+    (httpx.PoolTimeout, "no free connection within the timeout"),
+    (httpx.ConnectError, "cannot connect to the server"),
+    (httpx.ReadError, "the connection was reset or broken while waiting for the answer"),
+    (httpx.WriteError, "the connection was reset or broken while sending the request"),
+    (httpx.RemoteProtocolError, "the server closed the connection without a complete answer"),
+)
+
+
+def describe_failure(e: BaseException) -> str:
+    """One line saying what went wrong: for a transport failure the exception's name, what it
+    means in words, and its detail (the OS error under httpx's, often empty, own message)."""
+    if isinstance(e, _Transient | _Deadline):
+        return str(e)  # already reads "HTTP 503: ..." or "no complete answer within ..."
+    detail = str(e).strip()
+    cause = e.__cause__ or e.__context__
+    while not detail and cause is not None:  # httpx wraps httpcore wraps the OSError
+        detail = str(cause).strip()
+        cause = cause.__cause__ or cause.__context__
+    words = next((w for cls, w in _TRANSPORT_WORDS if isinstance(e, cls)), "")
+    if words:
+        return f"{type(e).__name__}: {words}" + (f" ({detail})" if detail else "")
+    return f"{type(e).__name__}: {detail}" if detail else type(e).__name__
+
+
+_T = TypeVar("_T")
 
 # turns a parsed JSON body into the caller's result, or raises MalformedBody saying what is wrong
 Parse = Callable[[Any], Any]
@@ -83,15 +127,19 @@ class RetryingClient:
         max_concurrency: int = 16,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
+        attempt_timeout: float | None = None,
         max_retries: int = 6,
         backoff: float = 0.5,
         backoff_max: float = 30.0,
         name: str = "openai",
     ) -> None:
+        if attempt_timeout is None:
+            attempt_timeout = connect_timeout + read_timeout
         for field, value in (
             ("max_concurrency", max_concurrency),
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
+            ("attempt_timeout", attempt_timeout),
         ):
             if value <= 0:
                 raise ConfigError(f"{field} must be > 0, got {value}")
@@ -120,6 +168,7 @@ class RetryingClient:
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
+        self.attempt_timeout = attempt_timeout
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.name = name
@@ -196,13 +245,39 @@ class RetryingClient:
         except MalformedBody as e:
             raise _Transient(resp.status_code, f"malformed body: {self.redact(str(e))}") from None
 
+    async def _deadline(self, send: Callable[[], Awaitable[_T]]) -> _T:
+        """`await send()` within `attempt_timeout`: httpx's timeouts are per read, so a server
+        sending a byte now and then would otherwise hold the attempt for ever."""
+        try:
+            async with asyncio.timeout(self.attempt_timeout):
+                return await send()
+        except TimeoutError:
+            raise _Deadline(
+                f"no complete answer within attempt_timeout={self.attempt_timeout:g} s"
+            ) from None
+
     async def _once(
-        self, method: str, url: str, body: dict[str, Any] | None, parse: Parse | None
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        parse: Parse | None,
+        client: httpx.AsyncClient | None = None,
     ) -> Any:
-        client, gate = self._bound()
-        # the gate covers the request only: a request waiting out its backoff holds no slot
-        async with gate:
-            resp = await client.request(method, url, json=body, params=self._params)
+        """One attempt, on the shared client behind the concurrency gate, or on `client` (a
+        private one, for `request_sync`) without it."""
+        if client is not None:
+            resp = await self._deadline(
+                lambda: client.request(method, url, json=body, params=self._params)
+            )
+        else:
+            shared, gate = self._bound()
+            # the gate covers the request only: a request waiting out its backoff holds no slot,
+            # and waiting for a slot is not part of the attempt's deadline
+            async with gate:
+                resp = await self._deadline(
+                    lambda: shared.request(method, url, json=body, params=self._params)
+                )
         self._check(resp, url)
         return self._parsed(resp, parse)
 
@@ -217,13 +292,17 @@ class RetryingClient:
     def _before_sleep(self, url: str) -> Any:
         def note(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            # a transport failure's description starts with its name; an HTTP answer's does not
+            what = describe_failure(exc) if exc else None
+            if isinstance(exc, _Transient | _Deadline):
+                what = f"{type(exc).__name__}: {what}"
             emit(
                 "backend.retry",
                 backend=self.name,
                 url=self.redact(url),
                 attempt=state.attempt_number,
                 status=getattr(exc, "status", None),
-                error=self.redact(f"{type(exc).__name__}: {exc}"),
+                error=self.redact(what) if what else None,
                 wait=state.upcoming_sleep,
             )
 
@@ -240,10 +319,9 @@ class RetryingClient:
 
     def _unavailable(self, url: str, e: Exception) -> BackendUnavailable:
         # a _Transient already reads "HTTP 200: malformed body: ..."
-        last = str(e) if isinstance(e, _Transient) else f"{type(e).__name__} ({e})"
         return BackendUnavailable(
             f"{self.redact(url)}: no answer after {self.max_retries + 1} attempts; "
-            f"last: {self.redact(last)[:300]}"
+            f"last: {self.redact(describe_failure(e))[:300]}"
         )
 
     async def request(
@@ -252,6 +330,7 @@ class RetryingClient:
         path: str,
         body: dict[str, Any] | None = None,
         parse: Parse | None = None,
+        client: httpx.AsyncClient | None = None,
     ) -> Any:
         """The server's answer to one request: its JSON, or what `parse` makes of it. `parse`
         raising `MalformedBody` counts as a failed attempt, retried like a garbled body."""
@@ -259,7 +338,7 @@ class RetryingClient:
         try:
             async for attempt in self._retrying(url):
                 with attempt:
-                    return await self._once(method, url, body, parse)
+                    return await self._once(method, url, body, parse, client)
         except _RETRYABLE as e:
             raise self._unavailable(url, e) from None
         raise AssertionError("unreachable: tenacity returns or raises")
@@ -289,7 +368,9 @@ class RetryingClient:
         try:
             async for attempt in self._retrying(url):
                 with attempt:
-                    resp, gate = await self._open_stream(url, body)
+                    # the deadline covers opening only: events may then flow for as long as the
+                    # answer takes, each read bounded by read_timeout
+                    resp, gate = await self._deadline(lambda: self._open_stream(url, body))
         except _RETRYABLE as e:
             raise self._unavailable(url, e) from None
         try:
@@ -310,8 +391,7 @@ class RetryingClient:
             raise BackendUnavailable(f"{shown}: the stream broke: it ended before [DONE]")
         except (httpx.TransportError, ValueError, RecursionError) as e:
             raise BackendUnavailable(
-                f"{self.redact(url)}: the stream broke: {type(e).__name__}: "
-                f"{self.redact(str(e))[:200]}"
+                f"{self.redact(url)}: the stream broke: {self.redact(describe_failure(e))[:200]}"
             ) from None
         finally:
             await resp.aclose()
@@ -328,31 +408,32 @@ class RetryingClient:
         parse: Parse | None = None,
     ) -> Any:
         """For the few calls made outside an event loop (probing the server, counting tokens):
-        no retries, the same errors."""
-        url = self.url(path)
-        shown = self.redact(url)
-        try:
-            resp = httpx.request(
-                method,
-                url,
-                json=body,
-                params=self._params,
-                headers=self.headers(),
-                timeout=self._timeout,
-            )
-        except httpx.TransportError as e:
-            raise BackendUnavailable(
-                f"cannot reach {shown}: {type(e).__name__}: {self.redact(str(e))}"
-            ) from None
-        detail = f"{shown}: HTTP {resp.status_code}: {self.redact(resp.text)[:200]}"
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise BackendUnavailable(detail)
-        if resp.status_code >= 400:
-            raise RequestRejected(detail)
-        try:
-            return self._parsed(resp, parse)
-        except _Transient as e:
-            raise BackendUnavailable(f"{shown}: {self.redact(str(e))[:300]}") from None
+        the same retries, deadline and errors as `request`. It runs on a private client and loop
+        in a worker thread, so it also works from code inside a running loop (a backend built in
+        async code), and its retry events reach the caller's tracer (the context is copied)."""
+
+        async def private() -> Any:
+            headers = self.headers()
+            async with httpx.AsyncClient(timeout=self._timeout, headers=headers) as client:
+                return await self.request(method, path, body, parse, client=client)
+
+        context = contextvars.copy_context()
+        outcome: list[Any] = []
+
+        def work() -> None:
+            try:
+                outcome.append((True, context.run(asyncio.run, private())))
+            except BaseException as e:  # handed to the caller's thread below
+                outcome.append((False, e))
+
+        # a daemon thread: a Ctrl-C in the caller must not wait for the retries to run out
+        worker = threading.Thread(target=work, name="agentic-http-sync", daemon=True)
+        worker.start()
+        worker.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     async def aclose(self) -> None:
         if self._client is not None and self._loop is asyncio.get_running_loop():

@@ -19,10 +19,12 @@ How each request travels:
 - `score()` needs prompt logprobs: vLLM's `prompt_logprobs` over exact token ids. Servers without
   it raise `NotSupported`, and `capabilities.score` says so beforehand.
 
-The server kind is probed once at construction (`GET /models`) unless `server=` and `model=` are
-given. Transport, retries and the API key are `http_client.RetryingClient`'s business; so is a
-200 answer without the fields the endpoint promises (no `choices`, a choice that is not an
-object): it is retried, and names the URL and what was missing when it keeps coming. Credentials
+The server kind is probed once at construction (`GET /models`, retried like any request: a server
+still starting answers 503) unless `server=` and `model=` are given. Transport, retries, timeouts
+(`read_timeout` between reads, `attempt_timeout` for a whole attempt) and the API key are
+`http_client.RetryingClient`'s business; so is a 200 answer without the fields the endpoint
+promises (no `choices`, a choice that is not an object): it is retried, and names the URL and
+what was missing when it keeps coming. Credentials
 in the URL (`http://user:KEY@host/v1`, `?api_key=KEY`) are used but never shown: the backend's
 `name`, its errors and its events carry the URL through `redact_uri`.
 """
@@ -84,6 +86,7 @@ class OpenAIBackend(BaseBackend):
         max_concurrency: int = 16,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
+        attempt_timeout: float | None = None,
         max_retries: int = 6,
         backoff: float = 0.5,
         backoff_max: float = 30.0,
@@ -101,6 +104,7 @@ class OpenAIBackend(BaseBackend):
             max_concurrency=max_concurrency,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            attempt_timeout=attempt_timeout,
             max_retries=max_retries,
             backoff=backoff,
             backoff_max=backoff_max,

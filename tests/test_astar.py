@@ -4,6 +4,7 @@ the real model."""
 from __future__ import annotations
 
 import math
+import random
 from typing import cast
 
 import pytest
@@ -193,3 +194,22 @@ async def test_real_model_end_to_end(smollm2: Backend) -> None:
     assert result.answer.strip()
     assert result.usage.model_calls > 0 and result.usage.reward_calls > 0
     assert result.tree.graph.number_of_nodes() > 1
+
+
+async def test_the_same_seed_gives_the_same_answer_and_tree() -> None:
+    def noisy(prefix: str, j: int) -> tuple[str, bool]:
+        d, v = prefix.count("\n\n"), random.Random(f"{prefix}|{j}").randrange(10)
+        return (f"answer {v}", True) if d >= 2 else (f"{d}.{v}\n\n", False)
+
+    def run(seed: int) -> AStarDecoding:
+        reward = ScriptedReward(lambda t: random.Random(t).random())
+        return AStarDecoding(StepGenerator(ScriptedBackend(noisy)), prm(reward), k=3, seed=seed)
+
+    async def summary(seed: int) -> tuple[object, ...]:
+        result = await run(seed).search(TASK)
+        g = result.tree.graph
+        return result.answer, result.score, tuple(g.nodes[v]["text"] for v in sorted(g))
+
+    runs = {await summary(7) for _ in range(5)}
+    assert len(runs) == 1
+    assert await summary(8) not in runs  # the seed reaches the backend

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from scripted import Rule, ScriptedBackend, ScriptedReward
 
@@ -116,6 +118,38 @@ async def test_budget_stops_with_the_best_so_far() -> None:
     assert result.finished == []
     assert result.answer == "m3\n\nm1\n\n" and result.score == pytest.approx(1.1)
     assert (result.answer, result.score) == best_so_far(result.tree)[:2]
+
+
+async def test_per_request_seeds_stride_by_n_each_round() -> None:
+    # round r's request for beam i has seed + r·N + i: distinct within and across rounds
+    backend = BatchRecorder(lambda p, j: (f"m{j % 1000}\n\n", False))
+    reward = ScriptedReward(lambda t: t.count("m3") + t.count("m1") / 10)
+    algo = BeamSearch(StepGenerator(backend, max_steps=3), reward, n=4, width=2, seed=5)
+    await algo.search(TASK)
+    assert [[r.params.seed for r in b] for b in backend.batches] == [[5], [9, 10], [13, 14]]
+    assert [[r.params.n for r in b] for b in backend.batches] == [[4], [2, 2], [2, 2]]
+
+
+def noisy(prefix: str, j: int) -> tuple[str, bool]:
+    """A step that depends on the prefix and the request's seed (as a sampled one does)."""
+    d, v = prefix.count("\n\n"), random.Random(f"{prefix}|{j}").randrange(10)
+    return (f"answer {v}", True) if d >= 2 else (f"{d}.{v}\n\n", False)
+
+
+async def test_the_same_seed_gives_the_same_answer_and_tree() -> None:
+    def spread(text: str) -> float:
+        return random.Random(text).random()
+
+    def run(seed: int) -> BeamSearch:
+        return BeamSearch(StepGenerator(ScriptedBackend(noisy)), ScriptedReward(spread), seed=seed)
+
+    def summary(result: SearchResult) -> tuple[object, ...]:
+        g = result.tree.graph
+        return result.answer, result.score, tuple(g.nodes[v]["text"] for v in sorted(g))
+
+    runs = {summary(await run(7).search(TASK)) for _ in range(5)}
+    assert len(runs) == 1
+    assert summary(await run(8).search(TASK)) not in runs  # the seed reaches the backend
 
 
 @pytest.mark.parametrize(

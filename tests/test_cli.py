@@ -27,6 +27,15 @@ def test_help_everywhere() -> None:
         assert "Usage" in res.stdout
 
 
+# files the bad-input cases name, written to the working directory of each
+BAD_FILES = {
+    "a-dir/": b"",
+    "latin1.json": '{"type": "direct", "note": "café"}'.encode("latin-1"),
+    "deep.json": b"[" * 1500 + b"]" * 1500,
+    "bad-byte.jsonl": b'{"type": "a", "ts": 1, "span_id": "s", "payload": {}}\n\xff\n',
+}
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -47,9 +56,25 @@ def test_help_everywhere() -> None:
         (["run", "--controller", "bon", "--reward", "jduge"], "'jduge' is not a verifier"),
         (["run", "--controller", "bon", "--select", "vote"], "select: Input should be"),
         (["run", "--controller", "sc", "--min-p", "2"], "min_p: Input should be"),
+        # each of these printed a traceback once (#19); the files are BAD_FILES, in the cwd
+        (["run", "--controller", ""], "--controller is empty"),
+        (["run", "--controller", "a-dir"], "is a directory, not a spec file"),
+        (["run", "--controller", "latin1.json"], "the spec file is not UTF-8 text"),
+        (["run", "--controller", "deep.json"], "the spec is nested too deeply"),
+        (["replay", "."], ". is a directory, not a trace file"),
+        (["trace", "show", "bad-byte.jsonl"], "bad-byte.jsonl:2: not a valid event: not UTF-8"),
+        (["run", "--backend", "openai:http://127.0.0.1:notaport/v1"], "Invalid port: 'notaport'"),
+        (["run", "-c", "max_digits=100000"], "max_digits must be between 1 and"),
+        (["run", "-c", "max_terms=1e400"], "max_terms must be an integer"),
+        (["run", "-c", "max_digits=1e400"], "max_digits must be an integer"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:
+    for name, data in BAD_FILES.items():
+        if name.endswith("/"):
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_bytes(data)
     res = agentic(*args, cwd=tmp_path)
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert needle in " ".join(res.stderr.split()), res.stderr

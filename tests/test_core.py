@@ -370,6 +370,16 @@ def test_budget_max_seconds() -> None:
     assert b.elapsed >= 0.08
 
 
+def test_budget_clock_starts_when_entered_not_when_made() -> None:
+    # a budget made up front (a CLI flag, a controller's default) is entered much later: time
+    # before entering must not count against max_seconds
+    b = Budget(max_seconds=0.1)
+    time.sleep(0.15)
+    with b:
+        check_budget()
+        assert b.elapsed < 0.1
+
+
 @pytest.mark.parametrize(
     "field", ["max_tokens", "max_model_calls", "max_reward_calls", "max_seconds", "max_cost_usd"]
 )

@@ -210,6 +210,21 @@ if INTERPRETER:  # the kernels themselves run only in the interpreter subprocess
         _check_entropy_topk(got, x, k)
         assert got[2][2, 0] == v // 3
 
+    def test_entropy_small_but_not_zero_to_a_tight_tolerance(tri: Any) -> None:
+        """Rows with one dominant token and entropy ~0.1 and ~0.03: where an entropy formula
+        off by a few 1e-6 hides under the 1e-5 tolerance above and the peaked row (entropy
+        ~e^-190) cannot tell. One block of 1000 logits a row, so the interpreter is quick."""
+        assert tri is not None
+        x = _logits(2, 1000, F32, seed=0)
+        x[0, 17], x[1, 17] = 17.5, 17.35
+        logp = torch.log_softmax(x.double(), dim=-1)
+        exact = -(logp.exp() * logp).sum(-1)
+        assert bool(((exact > 0.01) & (exact < 0.2)).all()), exact
+        entropy, _, ids = tri.ent.launch(x, 1, block_v=1024, splits=1, bitonic=False)
+        # float32 gets these within ~2e-7; an error of 7e-6 (0.007% here) must not pass
+        torch.testing.assert_close(entropy.double(), exact, rtol=0, atol=1e-6)
+        assert ids[:, 0].tolist() == [17, 17]
+
 
 @pytest.mark.skipif(INTERPRETER, reason="needs compiled (not interpreted) kernels")
 def test_kernels_compile_for_hopper() -> None:

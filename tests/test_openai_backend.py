@@ -61,8 +61,9 @@ def test_unreachable_server_names_the_url() -> None:
     from servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
+    # the probe is retried like any request: few and fast retries keep this test quick
     with pytest.raises(BackendUnavailable, match=url.replace(".", r"\.")):
-        OpenAIBackend(url)
+        OpenAIBackend(url, max_retries=1, backoff=0.001, backoff_max=0.01)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +80,13 @@ def test_bad_uris_are_named(uri: str, field: str) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("max_concurrency", 0), ("read_timeout", -1.0), ("max_retries", -1), ("server", "tgi")],
+    [
+        ("max_concurrency", 0),
+        ("read_timeout", -1.0),
+        ("attempt_timeout", 0.0),
+        ("max_retries", -1),
+        ("server", "tgi"),
+    ],
 )
 def test_bad_options_are_named(option: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=option):

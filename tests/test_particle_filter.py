@@ -220,6 +220,41 @@ async def test_budget_stops_with_the_best_so_far() -> None:
     assert result.answer == "b3\n\n" and result.score == pytest.approx(0.4)
 
 
+def noisy(prefix: str, j: int) -> tuple[str, bool]:
+    """A step that depends on the prefix and the request's seed (as a sampled one does): one of
+    ten per depth; the third step ends the answer."""
+    d, v = depth(prefix), random.Random(f"{prefix}|{j}").randrange(10)
+    return (f"answer {v}", True) if d >= 2 else (f"{d}.{v}\n\n", False)
+
+
+def spread(text: str) -> float:
+    """A score in (0, 1) that differs from text to text, so weights are uneven."""
+    return 0.05 + 0.9 * random.Random(text).random()
+
+
+def tree_texts(result: SearchResult) -> list[str]:
+    g = result.tree.graph
+    return [g.nodes[v]["text"] for v in sorted(g)]
+
+
+@pytest.mark.parametrize("cls", [ParticleFilter, EntropicParticleFilter])
+async def test_the_same_seed_gives_the_same_answer_and_tree(cls: type[ParticleFilter]) -> None:
+    # ess_threshold=1: every round with uneven weights resamples, so the resampling draws (from
+    # the seeded rng, never the global `random`) decide which prefixes go on
+    runs = set()
+    for _ in range(10):
+        steps = StepGenerator(ScriptedBackend(noisy), max_steps=3)
+        algo = cls(steps, ScriptedReward(spread), n=N, ess_threshold=1.0, seed=3)
+        result, events = await traced(algo)
+        assert any(r["resampled"] for r in rounds(events))
+        runs.add((result.answer, result.score, tuple(tree_texts(result))))
+    assert len(runs) == 1
+    other = await cls(
+        StepGenerator(ScriptedBackend(noisy), max_steps=3), ScriptedReward(spread), seed=4
+    ).search(TASK)
+    assert tuple(tree_texts(other)) not in {r[2] for r in runs}  # the seed reaches the search
+
+
 # ---- entropic particle filter -----------------------------------------------------------------
 
 
@@ -245,6 +280,27 @@ async def test_annealing_keeps_more_branches_after_an_early_collapse() -> None:
         else:
             assert anneal == []
     assert survivors[False] == 1 and survivors[True] >= 3
+
+
+async def test_annealing_counts_only_the_live_particles() -> None:
+    # even slots finish in round 1; of the four live ones slot 1 takes nearly all the weight,
+    # so the live population has collapsed: τ uses N = 4 live particles, not all 8
+    def rule(prefix: str, j: int) -> tuple[str, bool]:
+        if not prefix:
+            i = slot(j)
+            return (f"answer {i}", True) if i % 2 == 0 else (f"b{i}\n\n", False)
+        return "s\n\n", False
+
+    def score(t: str) -> float:
+        return 0.5 if t.startswith("answer") else 0.99 if t.startswith("b1") else 0.01
+
+    steps = StepGenerator(ScriptedBackend(rule), max_steps=3)
+    algo = EntropicParticleFilter(steps, ScriptedReward(score), n=N, lookahead=False)
+    _, events = await traced(algo)
+    [a] = [e.payload for e in events if e.type == "search.anneal"]
+    assert a["round"] == 1 and a["live"] == N // 2
+    assert a["tau"] == pytest.approx(annealing_temperature(a["ess"], N // 2, 1, 3))
+    assert a["tau"] != pytest.approx(annealing_temperature(a["ess"], N, 1, 3))
 
 
 async def test_lookahead_weighs_particles_by_their_next_step() -> None:

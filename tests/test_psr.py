@@ -120,6 +120,26 @@ async def test_r0_is_exactly_one_plain_generation() -> None:
     assert out.info["rounds"] == 0 and out.info["reflections"] == 0
 
 
+class Undecided(Scripted):
+    """The judge finds " harmful" and " harmless" equally likely: p is exactly 0.5."""
+
+    async def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        self.scored += requests
+        return [
+            ScoreResult(token_ids=(1,), token_logprobs=(math.log(0.5),), usage=Usage())
+            for _ in requests
+        ]
+
+
+async def test_p_equal_to_the_threshold_is_flagged() -> None:
+    rule = chunks(lambda prefix, seed: False)
+    at = await psr(Undecided(rule), max_rounds=1, threshold=0.5)(TASK)
+    assert at.info["p_harmful"][0] == 0.5  # exactly: the boundary itself
+    assert at.info["backtracks"] == 1 and at.info["exhausted"] and at.output == REFUSAL
+    above = await psr(Undecided(rule), max_rounds=1, threshold=0.5000001)(TASK)
+    assert above.info["backtracks"] == 0 and above.output == "ok0 ok1 ok2 "
+
+
 async def test_reflection_text_never_reaches_generation_or_output() -> None:
     for reflection in (SELF_CHECK, JUDGE_QUESTION):
         backend = Scripted(chunks(lambda prefix, seed: seed == 1))

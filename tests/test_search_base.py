@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -136,6 +137,26 @@ async def test_keep_votes_over_the_best_scored_fraction_only() -> None:
     assert (await kept.search(task)).answer.strip() == "7"
     with pytest.raises(ConfigError, match="keep"):
         BestOfN(steps, reward, keep=0.0)
+
+
+@pytest.mark.parametrize("select", ["best", "weighted_majority"])
+async def test_best_of_n_same_seed_same_answer_and_tree(select: str) -> None:
+    def noisy(prefix: str, j: int) -> tuple[str, bool]:
+        return f"answer {random.Random(j).randrange(5)}", True
+
+    def run(seed: int) -> BestOfN:
+        reward = ScriptedReward(lambda t: random.Random(t).random(), kind="outcome")
+        steps = StepGenerator(ScriptedBackend(noisy))
+        return BestOfN(steps, reward, n=6, seed=seed, select=select)  # type: ignore[arg-type]
+
+    async def summary(seed: int) -> tuple[object, ...]:
+        result = await run(seed).search(TASK)
+        g = result.tree.graph
+        return result.answer, result.score, tuple(g.nodes[v]["text"] for v in sorted(g))
+
+    runs = {await summary(7) for _ in range(5)}
+    assert len(runs) == 1
+    assert await summary(8) not in runs  # the seed reaches the backend
 
 
 def test_best_so_far_prefers_finished_then_score() -> None:
