@@ -12,6 +12,8 @@ import asyncio
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -168,21 +170,63 @@ def _table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 def _summary(result: Any, backend: str) -> Table:
     u = result.usage
-    solved = sum(1 for o in result.outcomes if (o.score or 0) >= 1.0)
     rows = [
         ("suite", result.suite),
         ("backend", redact_uri(backend)),
         ("tasks", f"{len(result.outcomes)} done, {len(result.not_run)} not run"),
-        ("accuracy", f"{result.accuracy:.1%} ({solved} solved)"),
+        ("accuracy (mean score)", f"{result.mean_score:.1%}"),
+        ("solved (score 1.0)", f"{result.solved} of {len(result.outcomes)}"),
         ("errors", str(result.errors)),
         ("prompt tokens", str(u.prompt_tokens)),
         ("completion tokens", str(u.completion_tokens)),
-        ("model calls", str(u.model_calls)),
-        ("seconds", f"{result.seconds:.1f}"),
+        # Backend.score (an LLM judge's request) counts as a model call too; a reward call is
+        # one verifier score, whatever it cost in model calls.
+        ("model calls (generate + score)", str(u.model_calls)),
+        ("reward calls (verifier)", str(u.reward_calls)),
+        ("wall seconds", f"{result.wall_seconds:.1f}"),
+        ("request seconds (summed)", f"{u.seconds:.1f}"),
     ]
     if result.stopped:
         rows.append(("stopped", result.stopped))
     return _table("agentic run", rows)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Tally:
+    """Progress so far: tasks done (resumed ones included), mean score, tokens, and an ETA from
+    this invocation's own pace (resumed tasks took no time here)."""
+
+    def __init__(self, total: int, finished: list[Outcome]) -> None:
+        self.total, self.resumed = total, len(finished)
+        self.n, self.solved = len(finished), sum((o.score or 0.0) >= 1.0 for o in finished)
+        self.score = sum(o.score or 0.0 for o in finished)
+        self.tokens = sum(o.usage.total_tokens for o in finished)
+        self.started = time.monotonic()
+
+    def add(self, o: Outcome) -> None:
+        self.n += 1
+        self.solved += (o.score or 0.0) >= 1.0
+        self.score += o.score or 0.0
+        self.tokens += o.usage.total_tokens
+
+    def eta(self) -> float | None:
+        here = self.n - self.resumed
+        if here == 0:
+            return None
+        return (time.monotonic() - self.started) / here * (self.total - self.n)
+
+    def line(self, name: str) -> str:
+        mean = self.score / self.n if self.n else 0.0
+        eta = self.eta()
+        return (
+            f"{name}: {self.n}/{self.total} done, accuracy {mean:.1%} ({self.solved} solved), "
+            f"{self.tokens} tokens, elapsed {_clock(time.monotonic() - self.started)}, "
+            f"ETA {'?' if eta is None else _clock(eta)}"
+        )
 
 
 async def _solve(
@@ -192,31 +236,24 @@ async def _solve(
     budget: Budget,
     config: dict[str, Any],
     done: list[Outcome] | None,
+    progress_every: float = 30.0,
 ) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from agentic.runner import run_suite
 
     ids = {t.id for t in suite.tasks}
     finished = [o for o in done or () if o.task_id in ids]
-    tally = {"n": len(finished), "score": sum(o.score or 0.0 for o in finished)}
-    completed = len(finished)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as progress:
-        bar = progress.add_task(suite.name, total=len(suite.tasks), completed=completed)
+    tally = _Tally(len(suite.tasks), finished)
 
-        def tick(o: Outcome) -> None:
-            tally["n"] += 1
-            tally["score"] += o.score or 0.0
-            acc = tally["score"] / tally["n"]
-            progress.update(bar, advance=1, description=f"{suite.name} acc {acc:.0%}")
-
+    async def solve(tick: Callable[[Outcome], None]) -> Any:
         return await run_suite(
             suite,
             controller,
@@ -226,6 +263,44 @@ async def _solve(
             config=config,
             done=finished if done is not None else None,
         )
+
+    if not err.is_terminal:
+        # A logged or nohup run: a live bar would show nothing until the end, so plain lines,
+        # at most one per `progress_every` seconds, and one at each tenth of the tasks.
+        last = [time.monotonic()]
+        step = max(1, len(suite.tasks) // 10)
+
+        def log(o: Outcome) -> None:
+            tally.add(o)
+            now = time.monotonic()
+            if now - last[0] >= progress_every or tally.n % step == 0 or tally.n == tally.total:
+                last[0] = now
+                err.print(tally.line(suite.name), markup=False, highlight=False)
+
+        return await solve(log)
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[tokens]} tok"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task(
+            suite.name, total=len(suite.tasks), completed=len(finished), tokens=tally.tokens
+        )
+
+        def tick(o: Outcome) -> None:
+            tally.add(o)
+            acc = tally.score / tally.n
+            description = f"{suite.name} acc {acc:.0%}"
+            progress.update(bar, advance=1, description=description, tokens=tally.tokens)
+
+        return await solve(tick)
 
 
 def _resumable(path: Path, suite: dict[str, Any], config: dict[str, Any]) -> list[Outcome]:
@@ -320,7 +395,13 @@ def run(
     config: Annotated[
         list[str] | None, typer.Option("--config", "-c", help="Suite setting KEY=VALUE.")
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Tasks in flight at once.")] = 16,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            help="Tasks in flight at once. Not part of a run's identity: a --resume may use "
+            "another value (outcomes do not depend on it)."
+        ),
+    ] = 16,
     max_tokens: Annotated[
         int | None, typer.Option(help="direct, sc, cyberv, search: tokens per answer at most.")
     ] = None,
@@ -328,6 +409,13 @@ def run(
     budget_seconds: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print events.")] = False,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            help="When stderr is not a terminal: print a progress line at least this many "
+            "seconds apart (and at each tenth of the tasks)."
+        ),
+    ] = 30.0,
     controller: Annotated[
         str,
         typer.Option(
@@ -379,7 +467,10 @@ def run(
     ] = None,
 ) -> None:
     """Solve a task suite and print accuracy and cost: plain greedy answering (`direct`) or a
-    test-time search guided by a reward model."""
+    test-time search guided by a reward model.
+
+    `--resume` checks that the recording is of the same run (suite, backend, controller);
+    `--concurrency` is deliberately not part of that identity, so a resume may change it."""
     from agentic.pipeline import Builder
     from agentic.suites import load_suite
 
@@ -389,6 +480,8 @@ def run(
         raise ConfigError(f"{record} exists; pass --overwrite to replace it (or --resume it)")
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+    if not progress_every >= 0:
+        raise ConfigError(f"--progress-every must be >= 0 seconds, got {progress_every}")
     flags = {
         "max_tokens": max_tokens,
         "samples": samples,
@@ -440,7 +533,9 @@ def run(
                 redact_uri(uri): b.name for uri, b in builder.backends.items()
             }
             with tracer.activate():
-                return await _solve(task_suite, built, concurrency, budget, run_config, done)
+                return await _solve(
+                    task_suite, built, concurrency, budget, run_config, done, progress_every
+                )
         finally:
             await builder.aclose()
             for b in [model, *builder.backends.values()]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from agentic.core import (
     AgenticError,
@@ -34,6 +34,11 @@ from agentic.core import (
 
 
 class RunResult(BaseModel):
+    """What a run produced. `usage.seconds` is the sum of request latencies (concurrent requests
+    overlap); `seconds` (also dumped as `wall_seconds`) is this call's wall clock. Checkers may
+    give partial credit (reasoning-gym gives 0.5 or 0.01 for near misses), so `accuracy` and
+    `mean_score` are the same mean score, and `solved` counts only the outcomes with score 1.0."""
+
     model_config = ConfigDict(frozen=True)
 
     suite: str
@@ -43,10 +48,30 @@ class RunResult(BaseModel):
     seconds: float = 0.0
     stopped: str | None = Field(default=None, description="why the run stopped early")
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def accuracy(self) -> float:
+    def mean_score(self) -> float:
+        """Mean checker score over the scored outcomes, partial credit included."""
         scored = [o.score for o in self.outcomes if o.score is not None]
         return sum(scored) / len(scored) if scored else 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def accuracy(self) -> float:
+        """The mean score, under the name `agentic run` has always reported it by."""
+        return self.mean_score
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def solved(self) -> int:
+        """Outcomes with full credit (score 1.0)."""
+        return sum(1 for o in self.outcomes if o.score is not None and o.score >= 1.0)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def wall_seconds(self) -> float:
+        """Wall clock of this run (of this invocation, for a resumed run)."""
+        return self.seconds
 
     @property
     def errors(self) -> int:

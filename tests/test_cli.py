@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from servers import stub_server
 
 AGENTIC = str(Path(sys.executable).with_name("agentic"))
 
@@ -197,3 +200,104 @@ def test_search_guided_by_a_trained_head(tmp_path: Path) -> None:
     scores = [e["payload"]["score"] for e in events if e["type"] == "search.score"]
     assert scores and all(0.0 <= s <= 1.0 for s in scores)
     assert not any(e["type"] == "backend.score" for e in events)  # no judge: the head scored
+
+
+# ---- long jobs and resume, against a scripted server on 127.0.0.1: no model is loaded ---------
+
+N_STUB = 8
+RIGHT = 3  # the stub answers the first RIGHT tasks correctly, the rest wrongly
+
+
+def _scripted_answers(delay: float) -> Callable[[str, bytes], bytes]:
+    """A server's POST answer: right for the first RIGHT tasks of the suite, wrong for the rest,
+    each after `delay` seconds (so summed request latency exceeds the wall clock)."""
+    from agentic.suites import load_suite
+
+    tasks = load_suite("basic_arithmetic", n=N_STUB, seed=0).tasks
+    answers = {t.input: str(t.answer) if i < RIGHT else "wrong" for i, t in enumerate(tasks)}
+
+    def answer(path: str, body: bytes) -> bytes:
+        time.sleep(delay)
+        request = json.loads(body)
+        asked = request["messages"][-1]["content"] if "messages" in request else request["prompt"]
+        text = next((a for q, a in answers.items() if q in asked), "wrong")
+        choice = {"index": 0, "text": text, "message": {"content": text}, "finish_reason": "stop"}
+        usage = {"prompt_tokens": 10, "completion_tokens": 2}
+        return json.dumps({"choices": [choice], "usage": usage}).encode()
+
+    return answer
+
+
+def test_json_and_table_say_accuracy_solved_and_wall_clock(tmp_path: Path) -> None:
+    with stub_server(post=_scripted_answers(delay=0.4)) as stub:
+        res = agentic(
+            "run", "--backend", f"openai:{stub.url}#m", "--n", str(N_STUB), "--concurrency", "4",
+            "--json", "out.json", "--progress-every", "0", cwd=tmp_path,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    scores = [o["score"] for o in data["outcomes"]]
+    assert sorted(scores) == [0.0] * (N_STUB - RIGHT) + [1.0] * RIGHT
+    assert data["solved"] == RIGHT
+    assert data["accuracy"] == data["mean_score"] == RIGHT / N_STUB
+    # 8 requests of 0.4 s, 4 at a time: ~0.8 s of wall clock against ~3.2 s of summed latency
+    assert data["usage"]["seconds"] >= N_STUB * 0.4
+    assert 0 < data["wall_seconds"] < data["usage"]["seconds"]
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for cells in (line.split("│") for line in res.stdout.splitlines())
+        if len(cells) == 4
+    }
+    assert rows["accuracy (mean score)"] == "37.5%", res.stdout
+    assert rows["solved (score 1.0)"] == f"{RIGHT} of {N_STUB}"
+    assert rows["model calls (generate + score)"] == str(N_STUB)
+    assert rows["reward calls (verifier)"] == "0"
+    assert 0 < float(rows["wall seconds"]) < float(rows["request seconds (summed)"])
+
+    # stderr is a pipe here: plain progress lines, one per task with --progress-every 0
+    lines = [line for line in res.stderr.splitlines() if line.startswith("basic_arithmetic: ")]
+    assert len(lines) == N_STUB, res.stderr
+    assert lines[0].startswith("basic_arithmetic: 1/8 done, accuracy ")
+    assert lines[-1].startswith(f"basic_arithmetic: 8/8 done, accuracy 37.5% ({RIGHT} solved), ")
+    assert f"{N_STUB * 12} tokens, elapsed 0:00:0" in lines[-1]
+    assert lines[-1].endswith("ETA 0:00:00")
+
+
+def test_resume_accepts_another_concurrency(tmp_path: Path) -> None:
+    """Concurrency is deliberately not part of a run's identity (outcomes do not depend on it)."""
+    with stub_server(post=_scripted_answers(delay=0.0)) as stub:
+        backend = ["--backend", f"openai:{stub.url}#m", "--n", "4"]
+        first = agentic("run", *backend, "--concurrency", "4", "--record", "r.jsonl", cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        rec = tmp_path / "r.jsonl"
+        lines = rec.read_text().splitlines(keepends=True)
+        outcomes = [i for i, line in enumerate(lines) if '"type":"task.outcome"' in line]
+        rec.write_text("".join(lines[: outcomes[2]]))  # as if killed after two outcomes
+        posts = len(stub.posts)
+        res = agentic("run", *backend, "--concurrency", "1", "--resume", "r.jsonl", cwd=tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "4 done, 0 not run" in res.stdout, res.stdout
+        assert len(stub.posts) - posts == 2  # only the two missing tasks were solved
+
+
+async def test_the_live_bar_shows_tokens_and_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+    from scripted import ScriptedBackend
+
+    from agentic import cli
+    from agentic.core import Budget
+    from agentic.suites import load_suite
+    from controllers import Direct
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, color_system=None, width=200)
+    monkeypatch.setattr(cli, "err", terminal)
+    suite = load_suite("basic_arithmetic", n=4, seed=0)
+    backend = ScriptedBackend(lambda prefix, j: ("12", True))
+    result = await cli._solve(suite, Direct(backend), 2, Budget(), {}, None)
+    tokens = result.usage.total_tokens
+    assert tokens > 0
+    assert f"4/4 {tokens} tok" in screen.getvalue(), screen.getvalue()
+    assert "ETA 0:00:00" in screen.getvalue()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 
 from agentic.core import ConfigError
 from agentic.tools import PythonSandbox, SandboxResult, kernel_isolation, python_tool
-from agentic.tools.sandbox import CHILD_SCRIPT, _namespace_setup
+from agentic.tools.sandbox import CHILD_SCRIPT, KernelIsolation, _namespace_setup
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +336,121 @@ def test_bad_sandbox_settings_are_config_errors() -> None:
         PythonSandbox(memory_mb=1)
     with pytest.raises(ConfigError, match="timeout_s"):
         PythonSandbox(timeout_s=0)
+
+
+NATIVE_SOURCE = (
+    "#include <unistd.h>\n"
+    '__attribute__((constructor)) static void ran(void) { write(1, "native code ran\\n", 16); }\n'
+)
+
+
+@pytest.fixture(scope="module")
+def native_so(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A shared object whose constructor prints on load: if the text appears, native code ran."""
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc) to build the shared object")
+    folder = tmp_path_factory.mktemp("native")
+    (folder / "evil.c").write_text(NATIVE_SOURCE)
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-o", str(folder / "evil.so"), str(folder / "evil.c")],
+        check=True,
+        capture_output=True,
+    )
+    return (folder / "evil.so").read_bytes()
+
+
+def _load_native(data: bytes) -> str:
+    """Sandboxed code that writes the .so into its directory and imports it as an extension."""
+    name = "evil.cpython-311-x86_64-linux-gnu.so"
+    return (
+        f"open({name!r}, 'wb').write({data!r})\n"
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('evil', {name!r})\n"
+        "importlib.util.module_from_spec(spec)\n"
+    )
+
+
+async def test_native_extension_written_into_the_sandbox_is_refused(native_so: bytes) -> None:
+    sandbox = PythonSandbox(timeout_s=5.0)
+    result = await run(sandbox, _load_native(native_so))
+    assert "native code ran" not in result.stdout, result
+    assert result.error is not None
+    assert result.error.startswith("blocked: native extension from the sandbox directory: /")
+    assert result.error.endswith("/evil.cpython-311-x86_64-linux-gnu.so"), result
+
+
+async def test_audit_hook_alone_refuses_native_extensions(native_so: bytes) -> None:
+    """Without namespaces (so no noexec mount), the hook is the barrier."""
+    sandbox = PythonSandbox(timeout_s=5.0)
+    seccomp = sandbox.isolation.seccomp
+    sandbox.isolation = KernelIsolation(namespaces=False, seccomp=seccomp, detail="")
+    result = await run(sandbox, _load_native(native_so))
+    assert "native code ran" not in result.stdout, result
+    assert result.error is not None
+    assert result.error.startswith("blocked: native extension from the sandbox directory"), result
+
+
+def test_noexec_mount_alone_stops_loading_a_written_shared_object(native_so: bytes) -> None:
+    """Without the audit hook: a plain interpreter in the namespaces, dlopen through ctypes."""
+    if not kernel_isolation().namespaces:
+        _refused_without_kernel_layers()
+        return
+    code = (
+        f"open('evil.so', 'wb').write({native_so!r})\n"
+        "import ctypes\n"
+        "try:\n    ctypes.CDLL('./evil.so')\n"
+        "except OSError as e:\n    print('refused', e)\n"
+    )
+    with tempfile.TemporaryDirectory() as root:
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", code],
+            cwd=root,
+            preexec_fn=_namespace_setup(os.path.realpath(root)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert "native code ran" not in out.stdout, out
+    assert out.stdout.startswith("refused"), out
+    assert "failed to map segment" in out.stdout, out
+
+
+FILL_DISK = (
+    "import os\n"
+    "for i in range(200):\n"
+    "    with open(f'f{i}', 'wb') as f:\n"
+    "        f.write(os.urandom(1 << 20))\n"
+    "    print(i, flush=True)\n"
+)
+
+
+async def test_writing_past_the_disk_quota_fails() -> None:
+    """200 MB in files of 1 MB each, under the 16 MB per-file limit, against an 8 MB quota."""
+    sandbox = PythonSandbox(timeout_s=8.0, disk_mb=8)
+    start = time.perf_counter()
+    result = await run(sandbox, FILL_DISK)
+    assert time.perf_counter() - start < 8
+    assert result.error is not None and result.error.startswith("disk quota of 8 MB exceeded")
+    assert not result.timed_out
+    written = len(result.stdout.split())
+    # tmpfs: the kernel stops it at 8 MB; the watchdog may let a few more through
+    assert 4 <= written < (9 if sandbox.isolation.tmpfs else 60), result
+
+
+async def test_watchdog_enforces_the_disk_quota_without_tmpfs() -> None:
+    sandbox = PythonSandbox(timeout_s=8.0, disk_mb=8)
+    sandbox.isolation = KernelIsolation(
+        namespaces=sandbox.isolation.namespaces, seccomp=sandbox.isolation.seccomp, detail=""
+    )
+    result = await run(sandbox, FILL_DISK + "import time\ntime.sleep(60)\n")
+    assert result.error == "disk quota of 8 MB exceeded", result
+    assert not result.timed_out
+    assert 4 <= len(result.stdout.split()) < 60, result
+
+
+def test_disk_quota_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="disk_mb"):
+        PythonSandbox(disk_mb=0)
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,9 @@ locks the process down in two layers and then executes the code as `__main__`:
    filter that refuses process creation (fork, vfork, non-thread clone, execve), sockets,
    signals to other processes, namespace and mount changes, io_uring, ptrace and hard links.
 2. Interpreter: an audit hook (PEP 578) that turns the same attempts, plus file writes outside
-   the sandbox directory and reads outside the allowed directories, into PermissionError with
-   a readable message, and reports each one on the status pipe for the parent.
+   the sandbox directory, reads outside the allowed directories and loading a native extension
+   module from a file under the sandbox directory, into PermissionError (ImportError for
+   imports) with a readable message, and reports each one on the status pipe for the parent.
 
 The hook is built by a factory and uses only values captured at install time, so user code that
 patches `os.path`, `builtins` or `socket` cannot change what the hook checks.
@@ -302,6 +303,12 @@ def make_hook(
         elif event == "import":
             name = args[0]
             filename = args[1]
+            # Only the extension-module loader passes a file name: the code wrote that .so
+            # itself (the mount is noexec too, where the kernel layer exists).
+            if filename:
+                real = resolve(filename)
+                if inside(real):
+                    block(f"native extension from the sandbox directory: {real}", _ImportError)
             base = filename.rpartition("/")[2].partition(".")[0] if filename else ""
             for key in (name, name.partition(".")[0], base):
                 if key in blocked_modules:

@@ -10,6 +10,10 @@ Layers, outermost first (`kernel_isolation()` says which ones this machine suppo
 1. Kernel namespaces (root, or unprivileged user namespaces): a new network namespace with no
    interfaces, so nothing is reachable, not even 127.0.0.1; and a new mount namespace in which
    every mount is read-only except the sandbox directory, so writes elsewhere fail with EROFS.
+   The sandbox directory is mounted noexec, so a shared object the code writes there cannot be
+   mapped executable (dlopen fails), and, where the kernel allows it (`KernelIsolation.tmpfs`),
+   it is a fresh tmpfs of `disk_mb` megabytes, so writing past the quota fails with ENOSPC.
+   That tmpfs lives in memory: `disk_mb` counts against the machine's RAM while a run lasts.
 2. Kernel seccomp filter (x86-64), installed by `_sandbox_child.py` before the user's code runs,
    with all capabilities dropped and no_new_privs set: no fork/exec, no sockets, no signals to
    other processes, no mount or namespace changes, no io_uring, ptrace or hard links.
@@ -20,8 +24,11 @@ Layers, outermost first (`kernel_isolation()` says which ones this machine suppo
    message ("blocked: network access", "blocked: write outside the sandbox directory: /x") and
    also refuses reads outside an allow-list: the sandbox directory, the interpreter's own
    prefixes and `sys.path`, a few system paths (/usr, /lib, /dev/null, /proc/self, ...) and the
-   `readable` paths given to `PythonSandbox`.
-5. A wall-clock timeout that kills the whole process group.
+   `readable` paths given to `PythonSandbox`. It also refuses to load a native extension module
+   from a file under the sandbox directory, the hook's half of the noexec mount above.
+5. A wall-clock timeout that kills the whole process group, and, where there is no tmpfs quota,
+   a watchdog that sums the sandbox directory's disk use every 50 ms and kills the group once
+   it passes `disk_mb` (best-effort: it can overshoot by what is written between two looks).
 
 Threat model. This contains the mistakes and mischief of model-written code: network access,
 file writes outside its directory, process creation (fork bombs included), signals to other
@@ -80,7 +87,10 @@ SYSTEM_READABLE = (
 )
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 MOUNT_ATTR_RDONLY, AT_RECURSIVE, AT_FDCWD, SYS_MOUNT_SETATTR = 0x1, 0x8000, -100, 442
+MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x2, 0x4, 0x8
+DISK_POLL_S = 0.05
 
 
 class SandboxError(RuntimeError):
@@ -118,6 +128,7 @@ class KernelIsolation(BaseModel):
     namespaces: bool
     seccomp: bool
     detail: str
+    tmpfs: bool = False  # the sandbox directory can be a size-limited tmpfs (kernel disk quota)
 
 
 @functools.cache
@@ -131,14 +142,23 @@ def _mount_attr(set_flags: int, clear_flags: int) -> ctypes.Array[ctypes.c_char]
     return ctypes.create_string_buffer(struct.pack("QQQQ", set_flags, clear_flags, 0, 0), 32)
 
 
-def _namespace_setup(root: str) -> Callable[[], None]:
+def _namespace_setup(root: str, disk_bytes: int | None = None) -> Callable[[], None]:
     """The part of preexec_fn that enters new network and mount namespaces. Everything it needs
-    is prepared here, in the parent: between fork and exec nothing may import or lock."""
+    is prepared here, in the parent: between fork and exec nothing may import or lock.
+
+    With `disk_bytes`, the sandbox directory becomes a fresh tmpfs of that size in the new
+    namespace (its files are gone when the run ends); without, a bind mount of itself. Either
+    way it is writable, noexec, nosuid and nodev."""
     libc = _libc()
     flags = CLONE_NEWNET | CLONE_NEWNS | (CLONE_NEWUSER if os.geteuid() != 0 else 0)
     root_b = os.fsencode(root)
-    read_only, writable = _mount_attr(MOUNT_ATTR_RDONLY, 0), _mount_attr(0, MOUNT_ATTR_RDONLY)
+    read_only = _mount_attr(MOUNT_ATTR_RDONLY, 0)
+    # noexec: a .so the code writes here cannot be mmapped executable, so dlopen fails.
+    writable = _mount_attr(
+        MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY
+    )
     long = ctypes.c_long
+    tmpfs_options = None if disk_bytes is None else f"size={disk_bytes},mode=0700".encode()
 
     def check(result: int, what: str) -> None:
         if result != 0:
@@ -148,14 +168,18 @@ def _namespace_setup(root: str) -> Callable[[], None]:
     def setup() -> None:
         check(libc.unshare(flags), "unshare")
         check(libc.mount(None, b"/", None, long(MS_REC | MS_PRIVATE), None), "mount private")
-        check(libc.mount(root_b, root_b, None, long(MS_BIND | MS_REC), None), "bind sandbox")
+        if tmpfs_options is None:
+            check(libc.mount(root_b, root_b, None, long(MS_BIND | MS_REC), None), "bind sandbox")
+        else:
+            tmpfs_flags = long(MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            check(libc.mount(b"tmpfs", root_b, b"tmpfs", tmpfs_flags, tmpfs_options), "tmpfs")
         for path, recursive, attr in ((b"/", AT_RECURSIVE, read_only), (root_b, 0, writable)):
             check(
                 libc.syscall(long(SYS_MOUNT_SETATTR), long(AT_FDCWD), path, long(recursive), attr,
                              long(32)),
                 "mount_setattr",
             )  # fmt: skip
-        # Popen changed directory before this ran: re-enter so cwd is on the writable bind mount.
+        # Popen changed directory before this ran: re-enter so cwd is on the writable mount.
         os.chdir(root_b)
 
     return setup
@@ -178,6 +202,22 @@ def kernel_isolation() -> KernelIsolation:
         except (OSError, subprocess.SubprocessError) as exc:
             namespaces = False
             notes.append(f"namespaces unavailable ({exc})")
+        tmpfs = False
+        if namespaces:
+            # A write, not just the mount: in a user namespace without a uid map the mount can
+            # succeed and file creation still fail.
+            try:
+                subprocess.run(
+                    [sys.executable, "-I", "-c", "open('probe', 'w').write('x')"],
+                    preexec_fn=_namespace_setup(os.path.realpath(tmp), 1 << 20),
+                    cwd=tmp,
+                    check=True,
+                    capture_output=True,
+                    timeout=30,
+                )
+                tmpfs = True
+            except (OSError, subprocess.SubprocessError) as exc:
+                notes.append(f"tmpfs disk quota unavailable, using a watchdog ({exc})")
         r, w = os.pipe()
         config = {"root": tmp, "readable": [], "status_fd": w, "seccomp": True}
         try:
@@ -194,7 +234,9 @@ def kernel_isolation() -> KernelIsolation:
         finally:
             os.close(r)
             os.close(w)
-    return KernelIsolation(namespaces=namespaces, seccomp=seccomp, detail="; ".join(notes))
+    return KernelIsolation(
+        namespaces=namespaces, seccomp=seccomp, tmpfs=tmpfs, detail="; ".join(notes)
+    )
 
 
 def _tasks_of_current_user() -> int:
@@ -223,6 +265,21 @@ async def _read_capped(stream: asyncio.StreamReader, max_chars: int) -> str:
     return text + (f"\n[... output truncated: {dropped} more bytes]" if dropped else "")
 
 
+def _disk_use(root: str) -> int:
+    """Bytes of disk the tree under `root` occupies (allocated blocks, so sparse files count
+    what they really use), without following symlinks."""
+    total, pending = 0, [root]
+    while pending:
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    info = entry.stat(follow_symlinks=False)
+                    total += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+    return total
+
+
 def _read_status(fd: int) -> list[dict[str, object]]:
     os.set_blocking(fd, False)
     data = b""
@@ -248,6 +305,7 @@ class PythonSandbox:
         memory_mb: int = 256,
         max_output_chars: int = 4000,
         file_size_mb: int = 16,
+        disk_mb: int = 64,
         max_open_files: int = 256,
         readable: Sequence[str | Path] = (),
         require_kernel_isolation: bool = False,
@@ -257,6 +315,7 @@ class PythonSandbox:
             ("memory_mb", memory_mb, 32),
             ("max_output_chars", max_output_chars, 1),
             ("file_size_mb", file_size_mb, 1),
+            ("disk_mb", disk_mb, 1),
             ("max_open_files", max_open_files, 16),
         ):
             if not value >= low or (field == "timeout_s" and value == 0):
@@ -265,6 +324,7 @@ class PythonSandbox:
         self.memory_mb = memory_mb
         self.max_output_chars = max_output_chars
         self.file_size_mb = file_size_mb
+        self.disk_mb = disk_mb
         self.max_open_files = max_open_files
         self.readable = [os.path.realpath(p) for p in readable]
         self.isolation = kernel_isolation()
@@ -284,7 +344,8 @@ class PythonSandbox:
 
     def _preexec(self, root: str) -> Callable[[], None]:
         limits = self._limits()
-        namespaces = _namespace_setup(root) if self.isolation.namespaces else None
+        disk = (self.disk_mb << 20) if self.isolation.tmpfs else None
+        namespaces = _namespace_setup(root, disk) if self.isolation.namespaces else None
         setrlimit = resource.setrlimit
 
         def preexec() -> None:
@@ -317,7 +378,7 @@ class PythonSandbox:
             "seccomp": self.isolation.seccomp,
         }
         proc = None
-        timed_out = False
+        timed_out = over_quota = False
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -338,26 +399,45 @@ class PythonSandbox:
             assert proc.stdin and proc.stdout and proc.stderr
             out = asyncio.ensure_future(_read_capped(proc.stdout, self.max_output_chars))
             err = asyncio.ensure_future(_read_capped(proc.stderr, self.max_output_chars))
+            watchdog = None if self.isolation.tmpfs else asyncio.ensure_future(self._watch(root))
             try:
                 async with asyncio.timeout(self.timeout_s):
                     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                         proc.stdin.write(code.encode("utf-8", errors="surrogateescape"))
                         await proc.stdin.drain()
                         proc.stdin.close()
-                    await proc.wait()
+                    if watchdog is None:
+                        await proc.wait()
+                    else:
+                        waiter = asyncio.ensure_future(proc.wait())
+                        await asyncio.wait({waiter, watchdog}, return_when="FIRST_COMPLETED")
+                        over_quota = watchdog.done() and watchdog.result()
             except TimeoutError:
                 timed_out = True
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
             self._kill(proc)
             await proc.wait()
             stdout, stderr = await asyncio.gather(out, err)
             status = _read_status(status_r)
-            error = self._error(proc.returncode, timed_out, status)
+            error = self._error(proc.returncode, timed_out, status, over_quota)
             return self._result(stdout, stderr, proc.returncode, timed_out, error, start)
         finally:
             if proc is not None and proc.returncode is None:
                 self._kill(proc)  # cancelled: never leave the child behind
             os.close(status_r)
             shutil.rmtree(root, ignore_errors=True)
+
+    async def _watch(self, root: str) -> bool:
+        """Where the kernel gives no tmpfs quota: poll the directory's disk use; True (and the
+        caller kills the run) once it passes `disk_mb`. Never returns False: it runs until the
+        process ends and the caller cancels it."""
+        limit = self.disk_mb << 20
+        while True:
+            if _disk_use(root) > limit:
+                return True
+            await asyncio.sleep(DISK_POLL_S)
 
     @staticmethod
     def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -385,10 +465,16 @@ class PythonSandbox:
         )
 
     def _error(
-        self, code: int | None, timed_out: bool, status: list[dict[str, object]]
+        self,
+        code: int | None,
+        timed_out: bool,
+        status: list[dict[str, object]],
+        over_quota: bool = False,
     ) -> str | None:
         if timed_out:
             return f"timed out after {self.timeout_s:g} s"
+        if over_quota:
+            return f"disk quota of {self.disk_mb} MB exceeded"
         memory = code == EXIT_MEMORY and any(s.get("memory") for s in status)
         if memory or code == -signal.SIGKILL:
             return f"memory limit of {self.memory_mb} MB exceeded"
@@ -400,6 +486,8 @@ class PythonSandbox:
         if blocked and code:
             return f"blocked: {blocked[0]}"
         exceptions = [s["exception"] for s in status if "exception" in s]
+        if exceptions and "[Errno 28]" in str(exceptions[0]):  # ENOSPC: the tmpfs quota is full
+            return f"disk quota of {self.disk_mb} MB exceeded ({exceptions[0]})"
         if exceptions:
             return str(exceptions[0])
         if code is not None and code < 0:
