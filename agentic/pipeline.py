@@ -134,7 +134,8 @@ _TAGS = ("sc", "cyberv", "agent", "psr", "ead", "router", "ace", "cases")
 
 def _tag(value: Any) -> str:
     kind = value.get("type", "direct") if isinstance(value, dict) else getattr(value, "type", None)
-    return "search" if kind in SEARCH_TYPES else str(kind)
+    # a non-string type (a list, a dict) is no known tag: pydantic then names it
+    return "search" if isinstance(kind, str) and kind in SEARCH_TYPES else str(kind)
 
 
 PipelineSpec = Annotated[
@@ -161,6 +162,13 @@ NODE_TYPES = sorted(SEARCH_TYPES | set(_TAGS))
 MEMORY_TYPES = {"ace", "cases"}
 
 
+def _shown(part: Any) -> str:
+    """A path part as it reads on one line: a key with a newline or other control character is
+    quoted, so the error stays one line."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
+
+
 def validate_spec(data: Any) -> Any:
     """A spec from plain data (a dict), or a ConfigError naming every bad field by its path."""
     try:
@@ -169,7 +177,7 @@ def validate_spec(data: Any) -> Any:
         tags = {"search", *_TAGS}
         problems = [
             # the union's tag is part of pydantic's path ("router.reasoning.sc.n"): leave it out
-            f"{'.'.join(str(p) for p in err['loc'] if p not in tags) or 'type'}: {err['msg']}"
+            f"{'.'.join(_shown(p) for p in err['loc'] if p not in tags) or 'type'}: {err['msg']}"
             for err in e.errors()
         ]
         raise ConfigError("bad controller spec: " + "; ".join(problems)) from None

@@ -261,3 +261,44 @@ def test_a_key_in_the_backend_uri_is_never_written(where: str, tmp_path: Path) -
     for name, text in {"recording": recording, "stdout": res.stdout, "stderr": res.stderr}.items():
         assert key not in text, name
     assert "run.start" in recording and "***" in recording  # the URI is recorded, masked
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+SPEC_KEYS = st.sampled_from(
+    ["type", "n", "samples", "reward", "inner", "reasoning", "temperature", "max_tokens", "select"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(SPEC_KEYS, JSON, max_size=5)
+    | st.dictionaries(SPEC_KEYS, st.sampled_from(["sc", "bon", "pf", "psr", "router", "x"]))
+    | JSON
+)
+def test_any_spec_validates_or_names_what_is_wrong(data: Any) -> None:
+    from agentic.pipeline import validate_spec
+
+    try:
+        validate_spec(data)
+    except ConfigError as e:
+        assert str(e).startswith("bad controller spec") and "\n" not in str(e).strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=60) | JSON.map(lambda v: __import__("json").dumps(v).encode()),
+                max_size=5))  # fmt: skip
+def test_any_trace_file_reads_or_names_its_line(tmp_path_factory: Any, lines: list[bytes]) -> None:
+    from agentic.core import TraceFormatError, read_events
+
+    path = tmp_path_factory.mktemp("fuzz") / "t.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    try:
+        list(read_events(path))
+    except TraceFormatError as e:
+        assert "t.jsonl" in str(e)
