@@ -124,28 +124,24 @@ def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -
         return BeamSearch(
             steps, reward, n=spec.samples, width=spec.width, aggregation=agg, seed=seed
         )
-    if spec.type == "pf":
-        return ParticleFilter(
-            steps,
-            reward,
-            n=spec.samples,
-            aggregation=agg,
-            seed=seed,
-            temperature=weight_t,
-            select=spec.select,
-            answer_of=suite.extract,
+    if spec.type in ("pf", "epf"):
+        # the entropic filter is the plain one plus annealing and look-ahead
+        extra: dict[str, Any]
+        cls, extra = (
+            (EntropicParticleFilter, {"lookahead": spec.lookahead})
+            if spec.type == "epf"
+            else (ParticleFilter, {})
         )
-    if spec.type == "epf":
-        return EntropicParticleFilter(
+        return cls(
             steps,
             reward,
             n=spec.samples,
             aggregation=agg,
             seed=seed,
             temperature=weight_t,
-            lookahead=spec.lookahead,
             select=spec.select,
             answer_of=suite.extract,
+            **extra,
         )
     return AStarDecoding(steps, reward, k=spec.k, cost=spec.cost, seed=seed)
 

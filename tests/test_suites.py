@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentic.core import ConfigError, extract_answer
+from agentic.core import ConfigError
 from agentic.suites import HumanEvalSuite, load_suite, suite_from_config
-
-
-def test_extract_answer_prefers_tag_then_first_line_number() -> None:
-    assert extract_answer("blah <answer> 12 </answer> 7", "12") == "12"
-    assert extract_answer("3 + 4 = 7\n\nSeven is a number", "7") == "7"
-    assert extract_answer("\n  The answer is -3.\nmore", "-3") == "-3"
-    assert extract_answer("Paris\nis the capital", "Paris") == "Paris"
-    assert extract_answer("", "1") == ""
 
 
 def test_reasoning_gym_suite_is_seeded_and_configurable() -> None:
