@@ -9,11 +9,8 @@ key in it (`http://user:KEY@host`, `?api_key=KEY`) never reaches the screen or a
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agentic.cli_progress import solve_with_progress
+from agentic.cli_spec import parse_config, read_controller, redacted
 from agentic.core import (
     AgenticError,
     Budget,
@@ -76,53 +75,6 @@ def _load(uri: str) -> Any:
         if uri.startswith(("hf:", "embedded:", "vllm:")):
             _quiet_transformers()
         return load_backend(uri)
-
-
-def _parse_config(pairs: list[str]) -> dict[str, Any]:
-    """`-c KEY=VALUE` pairs: a VALUE that reads as JSON is that value, any other is a string (the
-    suite checks each value's type and range)."""
-    cfg: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--config takes KEY=VALUE, got {_brief(pair)}")
-        try:
-            cfg[key] = json.loads(value)
-        except RecursionError:
-            raise ConfigError(f"--config {key}: the value is nested too deeply") from None
-        except ValueError:  # not JSON, or an integer too long to read: taken as a string
-            cfg[key] = value
-    return cfg
-
-
-def _brief(text: str, limit: int = 80) -> str:
-    """`text` quoted for an error message, cut so one line stays one line."""
-    shown = repr(text)
-    return shown if len(shown) <= limit else shown[: limit - 5] + "...'"
-
-
-def read_controller(controller: str, flags: dict[str, Any]) -> Any:
-    """`controller_spec`, with what reading a spec file can raise said in one line."""
-    if not controller.strip():
-        raise ConfigError(
-            "--controller is empty: give a controller type (see --help), a spec file or inline JSON"
-        )
-    try:
-        return controller_spec(controller, flags)
-    except IsADirectoryError:
-        raise ConfigError(
-            f"--controller {_brief(controller)} is a directory, not a spec file"
-        ) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"--controller {_brief(controller)}: the spec file is not UTF-8 text (byte {e.start})"
-        ) from None
-    except OSError as e:
-        raise ConfigError(f"--controller {_brief(controller)}: {e.strerror or e}") from None
-    except RecursionError:
-        raise ConfigError(
-            f"--controller {_brief(controller)}: the spec is nested too deeply"
-        ) from None
 
 
 @app.command()
@@ -191,118 +143,6 @@ def _summary(result: Any, backend: str) -> Table:
     return _table("agentic run", rows)
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class _Tally:
-    """Progress so far: tasks done (resumed ones included), mean score, tokens, and an ETA from
-    this invocation's own pace (resumed tasks took no time here)."""
-
-    def __init__(self, total: int, finished: list[Outcome]) -> None:
-        self.total, self.resumed = total, len(finished)
-        self.n, self.solved = len(finished), sum((o.score or 0.0) >= 1.0 for o in finished)
-        self.score = sum(o.score or 0.0 for o in finished)
-        self.tokens = sum(o.usage.total_tokens for o in finished)
-        self.started = time.monotonic()
-
-    def add(self, o: Outcome) -> None:
-        self.n += 1
-        self.solved += (o.score or 0.0) >= 1.0
-        self.score += o.score or 0.0
-        self.tokens += o.usage.total_tokens
-
-    def eta(self) -> float | None:
-        here = self.n - self.resumed
-        if here == 0:
-            return None
-        return (time.monotonic() - self.started) / here * (self.total - self.n)
-
-    def line(self, name: str) -> str:
-        mean = self.score / self.n if self.n else 0.0
-        eta = self.eta()
-        return (
-            f"{name}: {self.n}/{self.total} done, accuracy {mean:.1%} ({self.solved} solved), "
-            f"{self.tokens} tokens, elapsed {_clock(time.monotonic() - self.started)}, "
-            f"ETA {'?' if eta is None else _clock(eta)}"
-        )
-
-
-async def _solve(
-    suite: Any,
-    controller: Any,
-    concurrency: int,
-    budget: Budget,
-    config: dict[str, Any],
-    done: list[Outcome] | None,
-    progress_every: float = 30.0,
-) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from agentic.runner import run_suite
-
-    ids = {t.id for t in suite.tasks}
-    finished = [o for o in done or () if o.task_id in ids]
-    tally = _Tally(len(suite.tasks), finished)
-
-    async def solve(tick: Callable[[Outcome], None]) -> Any:
-        return await run_suite(
-            suite,
-            controller,
-            concurrency=concurrency,
-            budget=budget,
-            on_outcome=tick,
-            config=config,
-            done=finished if done is not None else None,
-        )
-
-    if not err.is_terminal:
-        # A logged or nohup run: a live bar would show nothing until the end, so plain lines,
-        # at most one per `progress_every` seconds, and one at each tenth of the tasks.
-        last = [time.monotonic()]
-        step = max(1, len(suite.tasks) // 10)
-
-        def log(o: Outcome) -> None:
-            tally.add(o)
-            now = time.monotonic()
-            if now - last[0] >= progress_every or tally.n % step == 0 or tally.n == tally.total:
-                last[0] = now
-                err.print(tally.line(suite.name), markup=False, highlight=False)
-
-        return await solve(log)
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[tokens]} tok"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    ) as progress:
-        bar = progress.add_task(
-            suite.name, total=len(suite.tasks), completed=len(finished), tokens=tally.tokens
-        )
-
-        def tick(o: Outcome) -> None:
-            tally.add(o)
-            acc = tally.score / tally.n
-            description = f"{suite.name} acc {acc:.0%}"
-            progress.update(bar, advance=1, description=description, tokens=tally.tokens)
-
-        return await solve(tick)
-
-
 def _resumable(path: Path, suite: dict[str, Any], config: dict[str, Any]) -> list[Outcome]:
     """Outcomes already recorded in `path`, after checking it records this same run.
     A line cut off by the kill that interrupted the run is dropped, so appending stays valid."""
@@ -329,48 +169,6 @@ def _resumable(path: Path, suite: dict[str, Any], config: dict[str, Any]) -> lis
     return [
         Outcome.model_validate(e.payload["outcome"]) for e in events if e.type == "task.outcome"
     ]
-
-
-# The CLI flags each node type takes, by spec field; sc and cyberv call N `n`.
-_FLAG_FIELDS = {
-    "direct": {"max_tokens": "max_tokens"},
-    "sc": {
-        "samples": "n",
-        "temperature": "temperature",
-        "min_p": "min_p",
-        "max_tokens": "max_tokens",
-    },
-    "cyberv": {"samples": "n", "temperature": "temperature", "max_tokens": "max_tokens"},
-}
-_FLAG_NAMES = {"cost": "astar-cost", "tokens_per_step": "tokens-per-step", "max_steps": "max-steps"}
-
-
-def controller_spec(controller: str, flags: dict[str, Any]) -> Any:
-    """The spec `--controller` and the flags given with it describe. A flag the controller does
-    not take is refused, never silently dropped; spec files and inline JSON carry their own
-    fields, so they take no flags."""
-    from agentic.pipeline import SEARCH_TYPES, parse_spec, validate_spec
-
-    if controller in SEARCH_TYPES and controller not in _FLAG_FIELDS:
-        # a search's answers are bounded by --tokens-per-step x --max-steps
-        wrong = [f for f in flags if f == "max_tokens"]
-        if not wrong:
-            return validate_spec({"type": controller, **flags})
-    elif controller in _FLAG_FIELDS:
-        fields = _FLAG_FIELDS[controller]
-        wrong = [f for f in flags if f not in fields]
-        if not wrong:
-            mapped = {fields[f]: v for f, v in flags.items()}
-            return validate_spec({"type": controller, **mapped})
-    else:
-        wrong = list(flags)
-    if wrong:
-        names = ", ".join("--" + _FLAG_NAMES.get(f, f.replace("_", "-")) for f in wrong)
-        raise ConfigError(
-            f"{names} does not apply to --controller {controller}; set it in a spec file or "
-            "inline JSON"
-        )
-    return parse_spec(controller)
 
 
 @app.command()
@@ -499,7 +297,7 @@ def run(
         "keep": keep,
     }
     spec = read_controller(controller, {f: v for f, v in flags.items() if v is not None})
-    task_suite = load_suite(suite, n=n, seed=seed, config=_parse_config(config or []))
+    task_suite = load_suite(suite, n=n, seed=seed, config=parse_config(config or []))
     budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)
     model = _load(backend)
     # recorded with every URI redacted (a pipeline's own backends too); a resume compares and a
@@ -508,7 +306,7 @@ def run(
     run_config = {
         "backend": redact_uri(backend),
         "backend_name": model.name,
-        "controller": _redacted(spec.model_dump(mode="json")),
+        "controller": redacted(spec.model_dump(mode="json")),
         "concurrency": concurrency,
     }
     done: list[Outcome] | None = None
@@ -533,8 +331,8 @@ def run(
                 redact_uri(uri): b.name for uri, b in builder.backends.items()
             }
             with tracer.activate():
-                return await _solve(
-                    task_suite, built, concurrency, budget, run_config, done, progress_every
+                return await solve_with_progress(
+                    task_suite, built, concurrency, budget, run_config, done, err, progress_every
                 )
         finally:
             await builder.aclose()
@@ -549,17 +347,6 @@ def run(
         err.print(f"recorded to {record}")
     if json_out is not None:
         json_out.write_text(result.model_dump_json(indent=2))
-
-
-def _redacted(value: Any) -> Any:
-    """`value` (JSON data) with `redact_uri` applied to every string in it."""
-    if isinstance(value, str):
-        return redact_uri(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
 
 
 def _same(a: Outcome, b: Outcome) -> bool:

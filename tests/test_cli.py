@@ -280,23 +280,22 @@ def test_resume_accepts_another_concurrency(tmp_path: Path) -> None:
         assert len(stub.posts) - posts == 2  # only the two missing tasks were solved
 
 
-async def test_the_live_bar_shows_tokens_and_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_live_bar_shows_tokens_and_eta() -> None:
     import io
 
     from rich.console import Console
     from scripted import ScriptedBackend
 
-    from agentic import cli
+    from agentic.cli_progress import solve_with_progress
     from agentic.core import Budget
     from agentic.suites import load_suite
     from controllers import Direct
 
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, color_system=None, width=200)
-    monkeypatch.setattr(cli, "err", terminal)
     suite = load_suite("basic_arithmetic", n=4, seed=0)
     backend = ScriptedBackend(lambda prefix, j: ("12", True))
-    result = await cli._solve(suite, Direct(backend), 2, Budget(), {}, None)
+    result = await solve_with_progress(suite, Direct(backend), 2, Budget(), {}, None, terminal)
     tokens = result.usage.total_tokens
     assert tokens > 0
     assert f"4/4 {tokens} tok" in screen.getvalue(), screen.getvalue()

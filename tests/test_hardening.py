@@ -17,7 +17,8 @@ from scripted import ScriptedBackend
 from servers import COMPLETION, MODELS, Reply, stub_server
 from test_cli import agentic
 
-from agentic.cli import _parse_config, _resumable
+from agentic.cli import _resumable
+from agentic.cli_spec import parse_config
 from agentic.core import (
     BackendUnavailable,
     ConfigError,
@@ -75,7 +76,7 @@ def test_absurd_settings_are_refused_before_generating(config: dict, needle: str
 @given(st.lists(st.text(max_size=30), max_size=4))
 def test_config_parsing_succeeds_or_says_why(pairs: list[str]) -> None:
     try:
-        parsed = _parse_config(pairs)
+        parsed = parse_config(pairs)
     except ConfigError as e:
         assert "KEY=VALUE" in str(e) or "nested" in str(e)
         return
