@@ -9,7 +9,6 @@ key in it (`http://user:KEY@host`, `?api_key=KEY`) never reaches the screen or a
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agentic.cli_common import err, load_quietly
 from agentic.cli_progress import solve_with_progress
 from agentic.cli_spec import parse_config, read_controller, redacted
 from agentic.core import (
@@ -44,7 +44,6 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 BackendOpt = Annotated[
     str,
@@ -55,26 +54,6 @@ BackendOpt = Annotated[
         "openai:http://HOST:PORT/v1#MODEL, replay:FILE, or a plugin's scheme.",
     ),
 ]
-
-
-def _quiet_transformers() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
-def _load(uri: str) -> Any:
-    from backends import load_backend
-
-    shown = redact_uri(uri)
-    with err.status(f"loading {shown} (the first use of an embedded model converts it, ~20 s)"):
-        # only local models load transformers; remote and plugin backends should not pay for it
-        if uri.startswith(("hf:", "embedded:", "vllm:")):
-            _quiet_transformers()
-        return load_backend(uri)
 
 
 @app.command()
@@ -95,7 +74,7 @@ def generate(
         msgs = [Message(role="system", content=system)] if system else []
         msgs.append(Message(role="user", content=prompt))
         request = GenerateRequest(messages=tuple(msgs), params=params)
-    model = _load(backend)
+    model = load_quietly(backend)
 
     async def go() -> None:
         try:
@@ -299,7 +278,7 @@ def run(
     spec = read_controller(controller, {f: v for f, v in flags.items() if v is not None})
     task_suite = load_suite(suite, n=n, seed=seed, config=parse_config(config or []))
     budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)
-    model = _load(backend)
+    model = load_quietly(backend)
     # recorded with every URI redacted (a pipeline's own backends too); a resume compares and a
     # replay looks backends up in this same redacted form, so neither needs the key. Names stay
     # as the backend gives them: they key its events (OpenAIBackend redacts its own)
@@ -321,7 +300,7 @@ def run(
         sinks.append(ConsoleSink(types={"backend.generate", "task.outcome", "run.end"}))
     tracer = Tracer(sinks)
 
-    builder = Builder(model, task_suite, _load)
+    builder = Builder(model, task_suite, load_quietly)
 
     async def go() -> Any:
         try:

@@ -28,7 +28,7 @@ EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 
 
 def _load_backend(uri: str) -> Any:
-    from agentic.cli import _load
+    from agentic.cli_common import load_quietly as _load
 
     model = _load(uri)
     if not hasattr(model, "attach"):

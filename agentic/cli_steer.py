@@ -217,7 +217,7 @@ def parse_layers(spec: str, num_layers: int | None = None) -> list[int] | None:
 
 
 def _load_backend(uri: str) -> Any:
-    from agentic.cli import _load
+    from agentic.cli_common import load_quietly as _load
 
     return _load(uri)
 

@@ -31,6 +31,9 @@ in the URL (`http://user:KEY@host/v1`, `?api_key=KEY`) are used but never shown:
 
 from __future__ import annotations
 
+# Slightly over 400 lines: the request building, response checking and error naming of one wire
+# protocol read best together; the wire shapes are in openai_wire.py, retries in http_client.py.
+
 import asyncio
 import os
 import time
