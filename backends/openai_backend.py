@@ -33,7 +33,6 @@ from __future__ import annotations
 
 # Slightly over 400 lines: the request building, response checking and error naming of one wire
 # protocol read best together; the wire shapes are in openai_wire.py, retries in http_client.py.
-
 import asyncio
 import os
 import time

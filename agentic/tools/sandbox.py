@@ -46,7 +46,6 @@ from __future__ import annotations
 # Over 400 lines on purpose: the layers above (namespaces, mounts with their noexec and disk
 # quota, rlimits, the child set-up, the watchdog, the timeout) hold each other up, and a reader
 # auditing the containment should find them in one file; the in-child half is _sandbox_child.py.
-
 import asyncio
 import contextlib
 import ctypes
