@@ -76,9 +76,10 @@ def selectors(verifiers: list[str]) -> dict[str, Any]:
 def verifier_names(rows: list[dict[str, Any]]) -> list[str]:
     first = rows[0]["samples"][0]
     names = [f"confidence.{s}" for s in first["confidence"]]
-    names += [k for k in ("judge", "head", "trained", "program") if k in first]
+    names += [k for k in ("judge", "head", "trained", "value", "program") if k in first]
     if "program" in first:
         names += [f"confidence.{s}+program" for s in first["confidence"]]
+        names += ["value+program"] if "value" in first else []
     return names
 
 

@@ -254,6 +254,7 @@ async def collect_labels(
                     max_tokens=steps.tokens_per_step * (steps.max_steps - len(p.steps)),
                     temperature=steps.temperature,
                     top_p=steps.top_p,
+                    min_p=steps.min_p,
                     n=rollouts,
                     seed=task_seed + 100 + i,
                 ),

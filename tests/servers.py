@@ -115,14 +115,23 @@ def start_llamacpp(log_dir: Path, timeout: float = 120) -> Server:
     return _start("llama.cpp", cmd, log_dir / "llamacpp.log", dict(os.environ), timeout)
 
 
-def start_vllm(log_dir: Path, timeout: float = 300) -> Server:
+def start_vllm(
+    log_dir: Path,
+    timeout: float = 300,
+    *,
+    model: Path | None = None,
+    served_name: str = MODEL,
+    extra: tuple[str, ...] = (),
+) -> Server:
+    """vLLM's OpenAI server on `model` (default: the embedded SmolLM2); `extra` are more
+    `vllm serve` flags (e.g. `--runner pooling` for a reward model)."""
     from backends.embedded import ensure_local
 
     _need(VLLM_PYTHON, "vllm-env")
     cmd = [
         str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(ensure_local("smollm2")),
-        "--served-model-name", MODEL,
+        "--model", str(model or ensure_local("smollm2")),
+        "--served-model-name", served_name,
         "--host", "127.0.0.1", "--port", str(free_port()),
         "--dtype", "float32",
         "--max-model-len", "2048",
@@ -134,9 +143,10 @@ def start_vllm(log_dir: Path, timeout: float = 300) -> Server:
         # ("CPU Generator does not use offset"); a token budget far above what many concurrent
         # prompts need keeps every prefill whole
         "--max-num-batched-tokens", "32768",
+        *extra,
     ]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "PYTHONUNBUFFERED": "1"}
-    return _start("vLLM", cmd, log_dir / "vllm.log", env, timeout)
+    return _start("vLLM", cmd, log_dir / f"vllm-{served_name}.log", env, timeout)
 
 
 # ---- a scripted OpenAI-compatible server, for the answers real servers give only sometimes ----

@@ -1,0 +1,254 @@
+"""Train the value model (LoRA + scalar head on SmolLM2, `search/value_model.py`) on the TRAIN
+families' Math-Shepherd labels, and measure it on the EVAL families it never saw.
+
+1. Fit: the labels of `value_labels.py --split train` (TRAIN families only). One task in ten of
+   each family is held back (by task) as an in-distribution check. The settings are fixed here
+   in advance (`SETTINGS`) and were not chosen by looking at any eval number.
+2. Save the adapter + head (a few MB) to `search/artifacts/value_smollm2/`, committed, so
+   `reward=value` works without this script.
+3. Held-out ROC AUC against the hard label on the EVAL families' step prefixes (the labels of
+   `value_labels.py --split eval`, which nothing is fit on), on the same prefixes for the value
+   model, the old probe head (`benchmarks/results/head_reward.pt`) and the LLM judge; and on
+   finished answers (prefixes with no rollouts), plus calibration (ECE) and Pearson r with the
+   soft label.
+4. Score every sample of the matrix's eval rows as the verifier `value`, so
+   `ttc_matrix.py --summarize` reports best-of-N and weighted vote with it beside the others,
+   and the seconds it took per task beside the generation's.
+
+    .venv/bin/python benchmarks/value_labels.py --split train      # ~40 min here, resumable
+    .venv/bin/python benchmarks/value_labels.py --split eval --tasks 16
+    .venv/bin/python benchmarks/train_value.py                     # fit, save, measure
+    .venv/bin/python benchmarks/ttc_matrix.py --summarize --chosen-sampling
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ttc_matrix import EVAL, RESULTS, SEED, TRAIN, _lines, messages
+from ttc_stats import ece, roc_auc
+from value_labels import LABELS, label_files, read_labels
+
+from agentic.core import ConfigError, Task
+from agentic.suites import load_suite
+from backends import TransformersBackend, load_backend
+from search.head_reward import HeadReward, LabelledPrefix
+from search.rewards import JudgeReward
+from search.value_model import DEFAULT_PATH, ValueReward, save_adapter, train_value_model
+
+# Fixed before training: LoRA rank 8 (alpha 16) on q/k/v/o, two epochs, batch 16; the usual
+# LoRA learning rate, a higher one for the fresh head.
+SETTINGS: dict[str, Any] = {
+    "rank": 8, "alpha": 16, "epochs": 2, "batch_size": 16, "lr": 3e-4, "head_lr": 1e-3, "seed": 0,
+}  # fmt: skip
+OLD_HEAD = Path(__file__).parent / "results" / "head_reward.pt"
+
+
+def pearson(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 2:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
+    sy = math.sqrt(sum((y - my) ** 2 for y in ys))
+    if sx == 0 or sy == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (sx * sy)
+
+
+def quality(scores: list[float], examples: list[LabelledPrefix]) -> dict[str, Any]:
+    """AUC on all prefixes (hard label), on unfinished step prefixes, on finished answers."""
+    hard = [e.hard > 0.5 for e in examples]
+    steps = [i for i, e in enumerate(examples) if e.rollouts > 0]
+    final = [i for i, e in enumerate(examples) if e.rollouts == 0]
+
+    def auc_of(idx: list[int]) -> float | None:
+        return roc_auc([scores[i] for i in idx], [hard[i] for i in idx]) if idx else None
+
+    return {
+        "auc": roc_auc(scores, hard),
+        "auc_steps": auc_of(steps),
+        "auc_final": auc_of(final),
+        "ece": ece(scores, hard),
+        "pearson_soft": pearson(scores, [e.soft for e in examples]),
+        "n": len(examples),
+        "n_steps": len(steps),
+        "n_final": len(final),
+    }
+
+
+def split_by_task(
+    examples: list[LabelledPrefix],
+) -> tuple[list[LabelledPrefix], list[LabelledPrefix]]:
+    """Every tenth task of each family (by index) is held back, whole."""
+
+    def held(e: LabelledPrefix) -> bool:
+        return int(e.task_id.rsplit("/", 1)[1]) % 10 == 9
+
+    return [e for e in examples if not held(e)], [e for e in examples if held(e)]
+
+
+def per_family_auc(scores: list[float], examples: list[LabelledPrefix]) -> dict[str, Any]:
+    out = {}
+    for key, f in EVAL.items():
+        idx = [i for i, e in enumerate(examples) if e.task_id.startswith(f.dataset + "/")]
+        out[key] = quality([scores[i] for i in idx], [examples[i] for i in idx])["auc"]
+    return out
+
+
+def by_task(examples: list[LabelledPrefix]) -> dict[str, list[LabelledPrefix]]:
+    out: dict[str, list[LabelledPrefix]] = {}
+    for e in examples:
+        out.setdefault(e.task_id, []).append(e)
+    return out
+
+
+async def score_prefixes(
+    reward: Any, tasks: dict[str, Task], examples: list[LabelledPrefix]
+) -> list[float]:
+    """The reward's score of every example, one `score` call per task (its prefixes as
+    one-step solutions)."""
+    scores: dict[tuple[str, str], float] = {}
+    for task_id, group in by_task(examples).items():
+        got = await reward.score(tasks[task_id], [[e.prefix] for e in group])
+        for e, [v] in zip(group, got, strict=True):
+            scores[(task_id, e.prefix)] = float(v)
+    return [scores[(e.task_id, e.prefix)] for e in examples]
+
+
+def tasks_for(examples: list[LabelledPrefix], families: dict[str, Any]) -> dict[str, Task]:
+    """The suite tasks the examples were labelled on (same dataset, config and seed)."""
+    out: dict[str, Task] = {}
+    for f in families.values():
+        ids = [e.task_id for e in examples if e.task_id.startswith(f.dataset + "/")]
+        if ids:
+            n = max(int(i.rsplit("/", 1)[1]) for i in ids) + 1
+            out |= {t.id: t for t in load_suite(f.dataset, n=n, seed=SEED, config=f.config).tasks}
+    return out
+
+
+async def score_matrix_rows(reward: ValueReward, out: Path) -> dict[str, Any]:
+    """The value of every sample in the matrix's eval rows, written into the rows as `value`
+    (with `seconds.value`, the scoring wall time per task)."""
+    labels, values, generate_s, value_s = [], [], [], []
+    for path in sorted(out.glob("*/*.rows.jsonl")):  # noqa: ASYNC240 (a benchmark, one task)
+        if path.parent.name not in EVAL:
+            continue
+        rows = [json.loads(line) for line in _lines(path)]
+        f = EVAL[path.parent.name]
+        n = max(int(r["task_id"].rsplit("/", 1)[1]) for r in rows) + 1
+        tasks = {t.id: t for t in load_suite(f.dataset, n=n, seed=SEED, config=f.config).tasks}
+        for r in rows:
+            t0 = time.perf_counter()
+            got = await reward.score(tasks[r["task_id"]], [[s["text"]] for s in r["samples"]])
+            r["seconds"]["value"] = time.perf_counter() - t0
+            value_s.append(r["seconds"]["value"])
+            generate_s.append(r["seconds"]["generate"])
+            for s, [v] in zip(r["samples"], got, strict=True):
+                s["value"] = v
+                values.append(v)
+                labels.append(s["score"] >= 1.0)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)  # whole or not at all: a kill never leaves half a file
+        print(f"scored {path.parent.name}/{path.name}", flush=True)
+    return {
+        "auc": roc_auc(values, labels) if values else None,
+        "ece": ece(values, labels) if values else None,
+        "samples": len(values),
+        "seconds_per_task": {
+            "generate": sum(generate_s) / max(1, len(generate_s)),
+            "value": sum(value_s) / max(1, len(value_s)),
+        },
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    train_files = label_files(args.labels, "train")
+    if not train_files:
+        raise ConfigError(
+            f"no train labels under {args.labels}: run "
+            "`python benchmarks/value_labels.py --split train` first"
+        )
+    examples = [e for p in train_files for e in read_labels(p)]
+    fit, held = split_by_task(examples)
+    report: dict[str, Any] = {
+        "settings": SETTINGS,
+        "train_families": sorted({p.stem for p in train_files}),
+        "examples": {"fit": len(fit), "held": len(held)},
+    }
+    torch.set_num_threads(args.threads)
+    if args.skip_train:
+        reward = ValueReward.load(args.artifact, messages=messages)
+    else:
+        print(f"training on {len(fit)} prefixes ({sum(e.soft for e in fit):.0f} soft-solved)")
+        t0 = time.perf_counter()
+        model, tok, losses = await asyncio.to_thread(
+            train_value_model, args.backend, fit, **SETTINGS
+        )
+        report["train_seconds"] = time.perf_counter() - t0
+        report["losses"] = losses
+        reward = ValueReward(model, tok, messages=messages)
+    train_tasks = tasks_for(examples, TRAIN)
+    report["held_in_distribution"] = quality(await score_prefixes(reward, train_tasks, held), held)
+    if not args.skip_train:
+        meta = {"base": args.backend, **report, "command": "python benchmarks/train_value.py"}
+        save_adapter(reward.model, args.artifact, meta)
+        reward = ValueReward.load(args.artifact, messages=messages)  # measure what was saved
+    print(json.dumps(report["held_in_distribution"], indent=2), flush=True)
+
+    eval_examples = [e for p in label_files(args.labels, "eval") for e in read_labels(p)]
+    if eval_examples:
+        backend = load_backend(args.backend)
+        if not isinstance(backend, TransformersBackend):
+            raise ConfigError("the comparison verifiers read a local model: use embedded:/hf:")
+        eval_tasks = tasks_for(eval_examples, EVAL)
+        verifiers: dict[str, Any] = {"value": reward, "judge": JudgeReward(backend)}
+        if OLD_HEAD.exists():
+            verifiers["head"] = HeadReward.load(backend, OLD_HEAD, messages=messages)
+        held_out: dict[str, Any] = {}
+        for name, v in verifiers.items():
+            t0 = time.perf_counter()
+            scores = await score_prefixes(v, eval_tasks, eval_examples)
+            held_out[name] = quality(scores, eval_examples) | {
+                "seconds": time.perf_counter() - t0,
+                "per_family": per_family_auc(scores, eval_examples),
+            }
+            print(
+                name, json.dumps({k: held_out[name][k] for k in ("auc", "auc_steps", "auc_final")})
+            )
+        report["eval_prefixes"] = held_out
+        await backend.aclose()
+    if args.score_rows:
+        report["eval_matrix_samples"] = await score_matrix_rows(reward, args.out)
+    args.report.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.report}")
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", default="embedded:smollm2", help="the base model (and policy)")
+    ap.add_argument("--labels", type=Path, default=LABELS)
+    ap.add_argument("--artifact", type=Path, default=DEFAULT_PATH)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="the matrix's results")
+    ap.add_argument("--report", type=Path, default=RESULTS / "value_model.json")
+    ap.add_argument("--skip-train", action="store_true", help="measure the saved artifact")
+    ap.add_argument("--no-score-rows", dest="score_rows", action="store_false")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    try:
+        asyncio.run(run(args))
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
