@@ -37,7 +37,8 @@ class ControllerSpec(BaseModel):
     min_p: float = Field(default=0.1, ge=0.0, le=1.0, description="min-p sampling; 0 is off")
     reward: str = Field(
         default="confidence+program",
-        description="a verifier (judge, head, confidence, program, checker) or a weighted sum of "
+        description="a verifier (judge, head, value, confidence, program, checker) or a weighted "
+        "sum of "
         "them, e.g. '0.7*confidence+0.3*program'",
     )
     confidence: Literal["lowest_group", "tail", "mean"] = Field(
@@ -53,6 +54,11 @@ class ControllerSpec(BaseModel):
     head: str | None = Field(
         default=None, description="reward=head: a head saved by HeadReward.save (the .pt file)"
     )
+    value_model: str | None = Field(
+        default=None,
+        description="reward=value: a folder saved by benchmarks/train_value.py; default: the "
+        "shipped one (search/artifacts/value_smollm2)",
+    )
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
     lookahead: bool = Field(default=True, description="epf: weigh by a one-step look-ahead")
     weight_temperature: float = Field(
@@ -67,7 +73,7 @@ class ControllerSpec(BaseModel):
         return v
 
 
-REWARD_NAMES = ("judge", "head", "confidence", "program", "checker")
+REWARD_NAMES = ("judge", "head", "value", "confidence", "program", "checker")
 _TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*$")
 
 
@@ -176,6 +182,10 @@ def _one_reward(
         from agentic.verifiers import program_reward
 
         return program_reward(backend, answer_of=suite.extract)
+    if name == "value":
+        from search.value_model import DEFAULT_PATH, ValueReward
+
+        return ValueReward.load(spec.value_model or DEFAULT_PATH, messages=steps.messages)
     return _head_reward(spec, backend, steps)
 
 

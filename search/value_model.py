@@ -25,6 +25,7 @@ transformers loads (`search.served_reward.LocalRewardModel`) and vLLM serves as 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -64,13 +65,19 @@ def _classifier(path: Path) -> tuple[Any, Any]:
     """A one-label sequence classifier on the causal LM at `path` (a fresh `score` head) and its
     tokenizer; the pad token is set so that pooling finds each row's last real token."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=torch.float32
-    )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the fresh head is expected: not a load warning here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=torch.float32
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
 
@@ -155,17 +162,10 @@ class ValueReward:
     def load(
         cls, path: str | Path = DEFAULT_PATH, *, messages: MessagesOf = user_only
     ) -> ValueReward:
-        """The saved adapter at `path` on its base model, merged for scoring."""
-        from peft import PeftModel
-
-        p = Path(path)
-        meta_path = p / "value.json"
-        if not meta_path.exists() or not (p / "adapter_config.json").exists():
-            raise ConfigError(f"no trained value model at {p}; build it with `{TRAIN_COMMAND}`")
-        meta = json.loads(meta_path.read_text())
-        model, tok = _classifier(_base_path(meta["base"]))
-        merged = PeftModel.from_pretrained(model, p).merge_and_unload()
-        return cls(merged, tok, messages=messages, name=f"value:{p.name}")
+        """The saved adapter at `path` on its base model, merged for scoring (loaded once per
+        process and folder; each reward keeps its own score cache)."""
+        model, tok = _merged(str(Path(path).resolve()))
+        return cls(model, tok, messages=messages, name=f"value:{Path(path).name}")
 
     def export(self, folder: str | Path) -> Path:
         """The merged model as a plain Hugging Face folder (config, safetensors, tokenizer):
@@ -178,12 +178,26 @@ class ValueReward:
         return out
 
 
+@functools.lru_cache(maxsize=2)
+def _merged(path: str) -> tuple[Any, Any]:
+    from peft import PeftModel
+
+    p = Path(path)
+    meta_path = p / "value.json"
+    if not meta_path.exists() or not (p / "adapter_config.json").exists():
+        raise ConfigError(f"no trained value model at {p}; build it with `{TRAIN_COMMAND}`")
+    meta = json.loads(meta_path.read_text())
+    model, tok = _classifier(_base_path(meta["base"]))
+    return PeftModel.from_pretrained(model, p).merge_and_unload().eval(), tok
+
+
 def save_adapter(model: Any, path: str | Path, meta: dict[str, Any]) -> Path:
     """The peft adapter (LoRA weights and the head) and `value.json` (base model, training
     settings and metrics) in the folder `path`."""
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(p)
+    _merged.cache_clear()  # a model loaded from this folder before is stale now
     (p / "value.json").write_text(json.dumps(meta, indent=2) + "\n")
     return p
 

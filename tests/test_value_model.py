@@ -1,0 +1,98 @@
+"""The trained value model (`search.value_model`): LoRA + a scalar head on the real SmolLM2,
+trained on a tiny slice here (the shipped one is trained by `benchmarks/train_value.py`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentic.core import Budget, ConfigError, Message, Task
+from search.head_reward import LabelledPrefix
+from search.value_model import DEFAULT_PATH, ValueReward, save_adapter, train_value_model
+
+TASK = Task(id="add/0", input="What is 3 + 4?", answer="7")
+MSGS = (Message(role="user", content=TASK.input),)
+GOOD = ["3 + 4 = 7", "The answer is 7.", "7"]
+BAD = ["3 + 4 = 9", "The answer is 5.", "12"]
+
+
+def labelled(prefix: str, soft: float) -> LabelledPrefix:
+    return LabelledPrefix(
+        task_id=TASK.id, messages=MSGS, prefix=prefix, step=1, hard=float(soft > 0), soft=soft,
+        rollouts=0,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Any, Any, list[float]]:
+    examples = [labelled(p, 1.0) for p in GOOD] + [labelled(p, 0.0) for p in BAD]
+    return train_value_model(
+        "embedded:smollm2", examples, epochs=8, batch_size=6, lr=3e-4, head_lr=3e-3
+    )
+
+
+async def test_a_tiny_slice_trains_and_ranks_its_answers(trained: Any) -> None:
+    model, tok, losses = trained
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.05
+    reward = ValueReward(model, tok)
+    [good, bad] = [await reward.score(TASK, [[p] for p in ps]) for ps in (GOOD, BAD)]
+    assert min(v for [v] in good) > max(v for [v] in bad)
+
+
+async def test_saved_adapter_is_small_and_loads_to_the_same_scores(
+    trained: Any, tmp_path: Path
+) -> None:
+    model, tok, _ = trained
+    path = save_adapter(model, tmp_path / "value", {"base": "embedded:smollm2"})
+    size = sum(f.stat().st_size for f in path.iterdir())
+    assert size < 8_000_000, f"adapter + head is {size} bytes"
+    solutions = [["3 + 4 = ", "7"], ["9"]]
+    before = await ValueReward(model, tok).score(TASK, solutions)
+    after = await ValueReward.load(path).score(TASK, solutions)
+    for b, a in zip(before, after, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+async def test_scores_are_cached_per_prefix_and_charged_once(trained: Any) -> None:
+    model, tok, _ = trained
+    reward = ValueReward(model, tok)
+    with Budget() as budget:
+        first = await reward.score(TASK, [["3 + 4 = ", "7"], ["3 + 4 = ", "9"]])
+        assert budget.spent.reward_calls == 3  # the shared first step is scored once
+        again = await reward.score(TASK, [["3 + 4 = ", "7"]])
+        assert budget.spent.reward_calls == 3
+    assert again[0] == first[0] and first[0][0] == first[1][0]
+
+
+def test_a_missing_artifact_names_the_command_that_builds_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train_value\.py"):
+        ValueReward.load(tmp_path / "nothing-here")
+
+
+def test_the_shipped_value_model_was_fit_on_train_families_only() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from ttc_matrix import EVAL, TRAIN
+
+    meta = json.loads((DEFAULT_PATH / "value.json").read_text())
+    assert meta["base"] == "embedded:smollm2"
+    assert set(meta["train_families"]) <= set(TRAIN)
+    assert not set(meta["train_families"]) & set(EVAL)
+
+
+async def test_reward_value_in_a_spec_searches_with_the_shipped_model(smollm2: Any) -> None:
+    from agentic.build import ControllerSpec, build_controller
+    from agentic.suites import load_suite
+
+    suite = load_suite("basic_arithmetic", n=1, seed=3)
+    spec = ControllerSpec(type="bon", reward="value", samples=2, max_steps=2)
+    controller: Any = build_controller(spec, smollm2, suite)
+    with Budget() as budget:
+        result = await controller.search(suite.tasks[0])
+    assert result.answer and budget.spent.reward_calls >= 2
+    scores = [s for _, s in result.finished]
+    assert len(scores) == 2 and all(s is not None and 0.0 < s < 1.0 for s in scores)
