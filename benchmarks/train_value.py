@@ -38,10 +38,13 @@ from ttc_stats import ece, roc_auc
 from value_labels import LABELS, label_files, read_labels
 
 from agentic.core import ConfigError, Task
+from agentic.core.answers import read_answer
 from agentic.suites import load_suite
+from agentic.verifiers import program_reward
 from backends import TransformersBackend, load_backend
+from search.confidence import ConfidenceReward
 from search.head_reward import HeadReward, LabelledPrefix
-from search.rewards import JudgeReward
+from search.rewards import JudgeReward, WeightedReward
 from search.value_model import DEFAULT_PATH, ValueReward, save_adapter, train_value_model
 
 # Fixed before training: LoRA rank 8 (alpha 16) on q/k/v/o, two epochs, batch 16; the usual
@@ -87,10 +90,10 @@ def quality(scores: list[float], examples: list[LabelledPrefix]) -> dict[str, An
 def split_by_task(
     examples: list[LabelledPrefix],
 ) -> tuple[list[LabelledPrefix], list[LabelledPrefix]]:
-    """Every tenth task of each family (by index) is held back, whole."""
+    """Every fifth task of each family (by index) is held back, whole."""
 
     def held(e: LabelledPrefix) -> bool:
-        return int(e.task_id.rsplit("/", 1)[1]) % 10 == 9
+        return int(e.task_id.rsplit("/", 1)[1]) % 5 == 4
 
     return [e for e in examples if not held(e)], [e for e in examples if held(e)]
 
@@ -113,14 +116,48 @@ def by_task(examples: list[LabelledPrefix]) -> dict[str, list[LabelledPrefix]]:
 async def score_prefixes(
     reward: Any, tasks: dict[str, Task], examples: list[LabelledPrefix]
 ) -> list[float]:
-    """The reward's score of every example, one `score` call per task (its prefixes as
-    one-step solutions)."""
+    """The reward's score of every example, one `score` call per task (a process reward gets
+    each prefix as a one-step solution; an outcome reward the texts)."""
     scores: dict[tuple[str, str], float] = {}
     for task_id, group in by_task(examples).items():
-        got = await reward.score(tasks[task_id], [[e.prefix] for e in group])
+        if reward.kind == "outcome":
+            got = [[v] for v in await reward.score(tasks[task_id], [e.prefix for e in group])]
+        else:
+            got = await reward.score(tasks[task_id], [[e.prefix] for e in group])
         for e, [v] in zip(group, got, strict=True):
             scores[(task_id, e.prefix)] = float(v)
     return [scores[(e.task_id, e.prefix)] for e in examples]
+
+
+def comparison_verifiers(backend: TransformersBackend) -> dict[str, Any]:
+    """The verifiers the value model is compared with, on the same prefixes."""
+    confidence = ConfidenceReward(backend, statistic="mean", messages=messages)
+    program = program_reward(backend, answer_of=read_answer)
+    out: dict[str, Any] = {
+        "confidence.mean+program": WeightedReward([(1.0, confidence), (1.0, program)]),
+        "confidence.mean": confidence,
+        "program": program,
+        "judge": JudgeReward(backend),
+    }
+    if OLD_HEAD.exists():
+        out["head"] = HeadReward.load(backend, OLD_HEAD, messages=messages)
+    return out
+
+
+async def compare(
+    verifiers: dict[str, Any], tasks: dict[str, Task], examples: list[LabelledPrefix]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, v in verifiers.items():
+        t0 = time.perf_counter()
+        scores = await score_prefixes(v, tasks, examples)
+        out[name] = quality(scores, examples) | {
+            "seconds": time.perf_counter() - t0,
+            "per_family": per_family_auc(scores, examples),
+        }
+        aucs = {k: out[name][k] for k in ("auc", "auc_steps", "auc_final")}
+        print(name, json.dumps(aucs), flush=True)
+    return out
 
 
 def tasks_for(examples: list[LabelledPrefix], families: dict[str, Any]) -> dict[str, Task]:
@@ -185,47 +222,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "examples": {"fit": len(fit), "held": len(held)},
     }
     torch.set_num_threads(args.threads)
-    if args.skip_train:
-        reward = ValueReward.load(args.artifact, messages=messages)
-    else:
+    if not args.skip_train:
         print(f"training on {len(fit)} prefixes ({sum(e.soft for e in fit):.0f} soft-solved)")
         t0 = time.perf_counter()
-        model, tok, losses = await asyncio.to_thread(
-            train_value_model, args.backend, fit, **SETTINGS
-        )
+        model, _, losses = await asyncio.to_thread(train_value_model, args.backend, fit, **SETTINGS)
         report["train_seconds"] = time.perf_counter() - t0
         report["losses"] = losses
-        reward = ValueReward(model, tok, messages=messages)
-    train_tasks = tasks_for(examples, TRAIN)
-    report["held_in_distribution"] = quality(await score_prefixes(reward, train_tasks, held), held)
-    if not args.skip_train:
         meta = {"base": args.backend, **report, "command": "python benchmarks/train_value.py"}
-        save_adapter(reward.model, args.artifact, meta)
-        reward = ValueReward.load(args.artifact, messages=messages)  # measure what was saved
-    print(json.dumps(report["held_in_distribution"], indent=2), flush=True)
-
+        save_adapter(model, args.artifact, meta)
+    reward = ValueReward.load(args.artifact, messages=messages)  # measure what was saved
+    backend = load_backend(args.backend)
+    if not isinstance(backend, TransformersBackend):
+        raise ConfigError("the comparison verifiers read a local model: use embedded:/hf:")
+    verifiers = {"value": reward, **comparison_verifiers(backend)}
+    print(f"held-out train tasks: {len(held)} prefixes")
+    report["held_train"] = await compare(verifiers, tasks_for(examples, TRAIN), held)
+    aucs = {k: v["auc"] or 0.0 for k, v in report["held_train"].items()}
+    report["chosen"] = max(aucs, key=lambda k: aucs[k])
+    print(f"chosen on the held-out train tasks: {report['chosen']}", flush=True)
+    meta_path = args.artifact / "value.json"
+    meta = json.loads(meta_path.read_text()) | {"held_train_auc": report["held_train"]["value"]}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    args.report.write_text(json.dumps(report, indent=2) + "\n")  # a checkpoint
     eval_examples = [e for p in label_files(args.labels, "eval") for e in read_labels(p)]
     if eval_examples:
-        backend = load_backend(args.backend)
-        if not isinstance(backend, TransformersBackend):
-            raise ConfigError("the comparison verifiers read a local model: use embedded:/hf:")
-        eval_tasks = tasks_for(eval_examples, EVAL)
-        verifiers: dict[str, Any] = {"value": reward, "judge": JudgeReward(backend)}
-        if OLD_HEAD.exists():
-            verifiers["head"] = HeadReward.load(backend, OLD_HEAD, messages=messages)
-        held_out: dict[str, Any] = {}
-        for name, v in verifiers.items():
-            t0 = time.perf_counter()
-            scores = await score_prefixes(v, eval_tasks, eval_examples)
-            held_out[name] = quality(scores, eval_examples) | {
-                "seconds": time.perf_counter() - t0,
-                "per_family": per_family_auc(scores, eval_examples),
-            }
-            print(
-                name, json.dumps({k: held_out[name][k] for k in ("auc", "auc_steps", "auc_final")})
-            )
-        report["eval_prefixes"] = held_out
-        await backend.aclose()
+        print(f"eval families: {len(eval_examples)} prefixes")
+        tasks = tasks_for(eval_examples, EVAL)
+        report["eval_prefixes"] = await compare(verifiers, tasks, eval_examples)
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
+    await backend.aclose()
     if args.score_rows:
         report["eval_matrix_samples"] = await score_matrix_rows(reward, args.out)
     args.report.write_text(json.dumps(report, indent=2) + "\n")

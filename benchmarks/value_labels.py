@@ -13,7 +13,7 @@ held-out ROC AUC on step prefixes; no fit or choice reads them.
 Resumable and cached: each finished task is one JSON line in `<out>/<split>/<family>.jsonl`
 (its labelled prefixes); a rerun skips the tasks already there.
 
-    .venv/bin/python benchmarks/value_labels.py --split train --tasks 32
+    .venv/bin/python benchmarks/value_labels.py --split train --tasks 24
     .venv/bin/python benchmarks/value_labels.py --split eval --tasks 16
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ttc_matrix import DEFAULT_SAMPLING, DEFAULT_SEARCH, EVAL, RESULTS, SEED, TRAIN, Family, _lines
 
-from agentic.core import ConfigError
+from agentic.core import ConfigError, Task
 from agentic.suites import load_suite
 from backends import TransformersBackend, load_backend
 from search.base import StepGenerator
@@ -68,9 +68,9 @@ async def label_family(
         batch = todo[start : start + args.concurrency]
         t0 = time.perf_counter()
 
-        async def one(i: int, task_: object) -> list[LabelledPrefix]:
+        async def one(i: int, task_: Task) -> list[LabelledPrefix]:
             return await collect_labels(
-                backend, suite, steps, rollouts=args.rollouts, tasks=[task_],  # type: ignore[list-item]
+                backend, suite, steps, rollouts=args.rollouts, tasks=[task_],
                 samples=args.samples, seed=SEED * 1000 + i,
             )  # fmt: skip
 
@@ -98,7 +98,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="embedded:smollm2")
     ap.add_argument("--split", choices=("train", "eval"), required=True)
-    ap.add_argument("--tasks", type=int, default=32, help="tasks per family")
+    ap.add_argument("--tasks", type=int, default=24, help="tasks per family")
     ap.add_argument("--samples", type=int, default=4, help="solutions per task")
     ap.add_argument("--rollouts", type=int, default=4, help="completions per unfinished prefix")
     ap.add_argument("--concurrency", type=int, default=4, help="tasks labelled side by side")
