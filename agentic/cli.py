@@ -29,12 +29,12 @@ from agentic.core import (
     ConsoleSink,
     GenerateRequest,
     JSONLSink,
-    Message,
     Outcome,
     SamplingParams,
     Tracer,
     read_events,
     redact_uri,
+    task_messages,
 )
 
 app = typer.Typer(
@@ -71,9 +71,7 @@ def generate(
     if raw:
         request = GenerateRequest(prompt=prompt, params=params)
     else:
-        msgs = [Message(role="system", content=system)] if system else []
-        msgs.append(Message(role="user", content=prompt))
-        request = GenerateRequest(messages=tuple(msgs), params=params)
+        request = GenerateRequest(messages=task_messages(prompt, system), params=params)
     model = load_quietly(backend)
 
     async def go() -> None:

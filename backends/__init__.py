@@ -19,6 +19,8 @@ _LAZY = {
     "OpenAIBackend": "backends.openai_backend",
     "VLLMBackend": "backends.vllm_backend",
     "ensure_local": "backends.embedded",
+    "ScriptedBackend": "backends.testing",
+    "FunctionBackend": "backends.testing",
 }
 
 __all__ = [
@@ -26,8 +28,10 @@ __all__ = [
     "Backend",
     "BaseBackend",
     "Capabilities",
+    "FunctionBackend",
     "OpenAIBackend",
     "ReplayBackend",
+    "ScriptedBackend",
     "Structured",
     "TransformersBackend",
     "VLLMBackend",

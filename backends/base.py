@@ -27,6 +27,7 @@ from agentic.core import (
     charge_budget,
     check_budget,
     emit,
+    run,
 )
 
 
@@ -92,6 +93,11 @@ class BaseBackend(ABC):
         results = await self._generate(items)
         self._account("backend.generate", items, results)
         return results
+
+    def generate_sync(self, requests: Sequence[GenerateRequest]) -> list[list[Generation]]:
+        """`generate` for synchronous code (scripts, notebooks): waits for the result, with or
+        without an event loop running in this thread (`agentic.run`)."""
+        return run(self.generate(requests))
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         items = _checked(requests, ScoreRequest, "score")

@@ -23,7 +23,7 @@ from transformers.cache_utils import DynamicLayer
 
 from agentic.core import SamplingParams, TopLogprob
 from backends.grammar import RowGrammar, steer_logits
-from backends.hf_batch import RunningBatch, stack
+from backends.hf_batch import stack
 from backends.interventions.hooks import HookedLayers
 from backends.prefix_cache import KV, PrefixCache
 from kernels import entropy_topk
@@ -31,7 +31,7 @@ from kernels import entropy_topk
 
 @dataclass
 class Row:
-    """One sample to generate. Filled in place by `decode_rows`."""
+    """One sample to generate. Filled in place as a `RunningBatch` decodes it."""
 
     prompt_ids: list[int]
     params: SamplingParams
@@ -279,13 +279,6 @@ class RowDecoder:
                 )
             self._finish(row)
         return nxt
-
-    def decode_rows(self, rows: list[Row]) -> None:
-        """Generate every row to completion, in one batch (no rows join later)."""
-        batch = RunningBatch(self)
-        batch.join(rows)
-        while batch.rows:
-            batch.step()
 
     @torch.inference_mode()
     def score_rows(

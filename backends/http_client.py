@@ -23,6 +23,9 @@ the URL is shown.
 
 from __future__ import annotations
 
+# Over 400 lines on purpose: what counts as transient, the backoff with Retry-After, the
+# per-attempt deadline and the failure wording form one retry policy that post, stream and
+# request_sync all share; a reader checking how a fault is handled finds it in one place.
 import asyncio
 import contextvars
 import email.utils

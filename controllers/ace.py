@@ -31,6 +31,9 @@ Events: spans `ace` (one served task) and `ace.epoch`; `ace.generator`, `ace.ref
 
 from __future__ import annotations
 
+# Over 400 lines on purpose: the generate / reflect / curate loop and its online mode (lessons
+# learnt in the background while answers go out) work on one playbook and read together against
+# the paper; the role prompts and structured outputs are in ace_roles.py, the playbook in memory/.
 import asyncio
 import contextlib
 import contextvars

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentic.core import GenerateRequest, Message, ResponseFormat, SamplingParams, Usage
+from agentic.core import GenerateRequest, ResponseFormat, SamplingParams, Usage, task_messages
 from backends import Backend, generate_structured
 from memory.playbook import AddOp, DeleteOp, LogEntry, MergeOp, UpdateOp
 
@@ -196,9 +196,8 @@ async def ask(
     if backend.capabilities.structured_output:
         schema = capped_schema(shape or out, max_chars, **patches)
         fmt = ResponseFormat(type="json_schema", json_schema=schema, name=out.__name__)
-    head = (Message(role="system", content=system),) if system else ()
     request = GenerateRequest(
-        messages=(*head, Message(role="user", content=prompt)), params=params, response_format=fmt
+        messages=task_messages(prompt, system), params=params, response_format=fmt
     )
     result = await generate_structured(backend, request, out, retries=retries)
     return result.value, result.usage

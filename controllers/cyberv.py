@@ -46,9 +46,9 @@ from agentic.core import (
     emit,
     read_answer,
     span,
+    task_messages,
 )
 from backends import Backend
-from controllers.direct import task_messages
 
 
 class Signals(BaseModel):
@@ -103,7 +103,9 @@ class CyberVLoop:
     def _messages(
         self, task: Task, ctx: Context | None, feedback: str | None
     ) -> tuple[Message, ...]:
-        *head, user = task_messages(task, ctx, self.system_prompt)
+        *head, user = task_messages(
+            task, self.system_prompt or (ctx.system_prompt if ctx else None)
+        )
         if feedback is None:
             return (*head, user)
         return (*head, Message(role="user", content=f"{task.input}\n\n{feedback}"))

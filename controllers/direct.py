@@ -7,21 +7,12 @@ from agentic.core import (
     BudgetExceeded,
     Context,
     GenerateRequest,
-    Message,
     Outcome,
     SamplingParams,
     Task,
+    task_messages,
 )
 from backends import Backend
-
-
-def task_messages(
-    task: Task, ctx: Context | None, system_prompt: str | None = None
-) -> tuple[Message, ...]:
-    """The chat a controller starts from: its own system prompt (else the suite's), the task."""
-    system = system_prompt or (ctx.system_prompt if ctx else None)
-    head = (Message(role="system", content=system),) if system else ()
-    return (*head, Message(role="user", content=task.input))
 
 
 class Direct:
@@ -40,7 +31,8 @@ class Direct:
         return f"Direct({self.backend.name}, {self.params!r})"
 
     async def __call__(self, task: Task, ctx: Context | None = None) -> Outcome:
-        messages = task_messages(task, ctx, self.system_prompt)
+        # its own system prompt, else the suite's
+        messages = task_messages(task, self.system_prompt or (ctx.system_prompt if ctx else None))
         request = GenerateRequest(messages=messages, params=self.params)
         try:
             [[generation, *_]] = await self.backend.generate([request])

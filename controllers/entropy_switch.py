@@ -63,6 +63,7 @@ from agentic.core import (
     Task,
     Usage,
     emit,
+    task_messages,
 )
 from backends import Backend
 
@@ -92,7 +93,7 @@ def resolve_format(
         plain = tokenizer is not None and not getattr(tokenizer, "chat_template", None)
         fmt = PLAIN_TEMPLATE if plain else "chat"
     if fmt == "chat":
-        return _chat
+        return task_messages
     if isinstance(fmt, str) and "{input}" in fmt:
         template = fmt
         return lambda text, system: template.format(
@@ -102,11 +103,6 @@ def resolve_format(
         f"{field} must be 'auto', 'chat', a template containing '{{input}}' or a callable; "
         f"got {fmt!r}"
     )
-
-
-def _chat(text: str, system: str | None) -> Rendered:
-    head = (Message(role="system", content=system),) if system else ()
-    return (*head, Message(role="user", content=text))
 
 
 def request_for(rendered: Rendered, prefix: str, params: SamplingParams) -> GenerateRequest:

@@ -66,9 +66,9 @@ from agentic.core import (
     charge_budget,
     emit,
     span,
+    task_messages,
 )
 from backends import Backend
-from controllers.direct import task_messages
 
 
 class ReflectionPrompt(BaseModel):
@@ -189,7 +189,7 @@ class ProgressiveSelfReflection:
 
     def messages(self, task: Task, ctx: Context | None = None) -> tuple[Message, ...]:
         """The chat every generation and in-turn reflection of `task` starts from."""
-        return task_messages(task, ctx, self.system_prompt)
+        return task_messages(task, self.system_prompt or (ctx.system_prompt if ctx else None))
 
     def _reflection_requests(
         self, task: Task, messages: tuple[Message, ...], text: str

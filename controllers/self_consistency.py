@@ -22,9 +22,9 @@ from agentic.core import (
     Task,
     Usage,
     read_answer,
+    task_messages,
 )
 from backends import Backend
-from controllers.direct import task_messages
 
 
 class SelfConsistency:
@@ -51,7 +51,10 @@ class SelfConsistency:
 
     async def __call__(self, task: Task, ctx: Context | None = None) -> Outcome:
         request = GenerateRequest(
-            messages=task_messages(task, ctx, self.system_prompt), params=self.params
+            messages=task_messages(
+                task, self.system_prompt or (ctx.system_prompt if ctx else None)
+            ),
+            params=self.params,
         )
         try:
             [gens] = await self.backend.generate([request])

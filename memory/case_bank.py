@@ -26,6 +26,9 @@ with another component that uses it from other threads at the same time would mi
 
 from __future__ import annotations
 
+# Over 400 lines on purpose: `CaseBank` is one class, each async method beside the SQLite
+# half it runs off the event loop, over one schema; the case rows and exports are in cases.py,
+# the in-memory indexes in case_index.py, the shared store in store.py.
 import asyncio
 import sqlite3
 import threading

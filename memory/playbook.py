@@ -28,6 +28,9 @@ playbook is the same code on a private ":memory:" store. Blocking work runs in
 
 from __future__ import annotations
 
+# Just over 400 lines: `Playbook` is one class, the state it caches, the transaction every
+# batch of operations goes through and the embeddings its dedup keeps; the bullet and operation
+# types are in playbook_ops.py, the SQLite tables in playbook_store.py.
 import asyncio
 import re
 import sqlite3

@@ -4,7 +4,12 @@ filtering (annealing + look-ahead) and A*-decoding. One algorithm per module, ea
 `SearchController`: `await algo(task)` gives an `Outcome`, `await algo.search(task)` a
 `SearchResult` with the search tree. Verifiers beside them: the judge and checker
 (`rewards`), token confidence (`confidence`), program agreement (`program_reward`), a trained
-head (`head_reward`), and weighted combinations of any of them (`WeightedReward`)."""
+head (`head_reward`), the trained value model (`value_model`), Hugging Face reward checkpoints
+in process or served by vLLM (`served_reward`), and weighted combinations of any of them
+(`WeightedReward`). The torch-backed ones load on first use, so `import search` stays light."""
+
+import importlib
+from typing import Any
 
 from search.astar import AStarDecoding
 from search.base import Partial, SearchController, SearchResult, SearchTree, StepGenerator
@@ -24,6 +29,20 @@ from search.rewards import (
     rate,
 )
 
+_LAZY = {
+    "HeadReward": "search.head_reward",
+    "ValueReward": "search.value_model",
+    "LocalRewardModel": "search.served_reward",
+    "ServedReward": "search.served_reward",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'search' has no attribute {name!r}")
+
+
 __all__ = [
     "AStarDecoding",
     "BeamSearch",
@@ -31,7 +50,9 @@ __all__ = [
     "CheckerReward",
     "ConfidenceReward",
     "EntropicParticleFilter",
+    "HeadReward",
     "JudgeReward",
+    "LocalRewardModel",
     "OutcomeReward",
     "Partial",
     "ParticleFilter",
@@ -40,7 +61,9 @@ __all__ = [
     "SearchController",
     "SearchResult",
     "SearchTree",
+    "ServedReward",
     "StepGenerator",
+    "ValueReward",
     "WeightedReward",
     "aggregate",
     "rate",

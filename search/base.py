@@ -37,6 +37,7 @@ from agentic.core import (
     Usage,
     emit,
     span,
+    task_messages,
 )
 from backends import Backend
 
@@ -133,9 +134,7 @@ class StepGenerator:
         self.system_prompt = system_prompt
 
     def messages(self, task: Task, ctx: Context | None = None) -> tuple[Message, ...]:
-        system = self.system_prompt or (ctx.system_prompt if ctx else None)
-        head = (Message(role="system", content=system),) if system else ()
-        return (*head, Message(role="user", content=task.input))
+        return task_messages(task, self.system_prompt or (ctx.system_prompt if ctx else None))
 
     def request(
         self, task: Task, ctx: Context | None, prefix: str, n: int, seed: int | None
@@ -189,10 +188,6 @@ class StepGenerator:
             for p, samples in zip(live, gens, strict=True)
         )
         return [[] if p.done else next(grown) for p in parents]
-
-
-def usage_of(tree: SearchTree) -> Usage:
-    return Usage.total(d["usage"] for _, d in tree.graph.nodes(data=True))
 
 
 def describe(result: SearchResult) -> dict[str, Any]:

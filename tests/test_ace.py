@@ -10,11 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from scripted import ScriptedBackend
 
 from agentic.core import Budget, Context, Event, SamplingParams, Task, Tracer
 from agentic.suites import load_suite
 from backends.base import Capabilities
+from backends.testing import ScriptedBackend
 from controllers.ace import ACE
 from memory.playbook import Playbook
 

@@ -12,34 +12,20 @@ from agentic.core import (
     Budget,
     ConfigError,
     Event,
-    GenerateRequest,
-    Generation,
     JSONLSink,
-    Message,
     Task,
     Tracer,
-    Usage,
 )
 from agentic.tools import calculator, tool
-from backends.base import BaseBackend, Capabilities
+from backends.base import Capabilities
 from backends.replay import ReplayBackend
+from backends.testing import ScriptedBackend
 
 
-class Turns(BaseBackend):
+def turns(replies: Sequence[str], structured: bool = False) -> ScriptedBackend:
     """Replies with the given texts in order, one per call; records the requests."""
-
-    def __init__(self, replies: Sequence[str], structured: bool = False) -> None:
-        self.replies, self.name = list(replies), "turns"
-        self.capabilities = Capabilities(structured_output=structured)
-        self.requests: list[GenerateRequest] = []
-
-    async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
-        self.requests += requests
-        text = self.replies.pop(0)
-        return [[Generation(text=text, usage=Usage(completion_tokens=len(text), model_calls=1))]]
-
-    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
-        return 0
+    caps = Capabilities(structured_output=structured)
+    return ScriptedBackend(replies, name="turns", capabilities=caps)
 
 
 def call(name: str, **arguments: object) -> str:
@@ -54,7 +40,7 @@ TASK = Task(id="t", input="What is 4821 * 37?")
 
 
 async def test_a_tool_call_then_an_answer() -> None:
-    backend = Turns([call("calculator", expression="4821 * 37"), answer("178377")])
+    backend = turns([call("calculator", expression="4821 * 37"), answer("178377")])
     events: list[Event] = []
     with Tracer([events.append]).activate():
         out = await ToolAgent(backend, [calculator])(TASK)
@@ -72,7 +58,7 @@ async def test_a_tool_call_then_an_answer() -> None:
 
 
 async def test_bad_actions_and_tool_errors_are_fed_back() -> None:
-    backend = Turns(
+    backend = turns(
         [
             '{"thought": "cut off',  # malformed JSON
             call("browser", url="x"),  # unknown tool
@@ -92,15 +78,15 @@ async def test_bad_actions_and_tool_errors_are_fed_back() -> None:
 
 async def test_max_steps_and_budget_end_the_loop_with_an_error() -> None:
     loop = [call("calculator", expression="1")] * 3
-    out = await ToolAgent(Turns(loop), [calculator], max_steps=3)(TASK)
+    out = await ToolAgent(turns(loop), [calculator], max_steps=3)(TASK)
     assert out.output == "" and out.error == "no final answer after 3 steps"
     with Budget(max_model_calls=1):
-        out = await ToolAgent(Turns(loop), [calculator])(TASK)
+        out = await ToolAgent(turns(loop), [calculator])(TASK)
     assert out.error is not None and "budget" in out.error and out.info["steps"] == 2
 
 
 async def test_tool_choice_required_holds_the_answer_until_a_tool_worked() -> None:
-    backend = Turns(
+    backend = turns(
         [
             answer("5"),
             call("calculator", expression="2 +"),
@@ -115,11 +101,11 @@ async def test_tool_choice_required_holds_the_answer_until_a_tool_worked() -> No
     assert "call a tool before you answer" in feedback[0]
     assert feedback[1].startswith("Tool calculator error:")  # a failed call does not count
     assert "call a tool before you answer" in feedback[2]
-    structured = ToolAgent(Turns([], structured=True), [calculator], tool_choice="required")
+    structured = ToolAgent(turns([], structured=True), [calculator], tool_choice="required")
     assert structured.formats[False].json_schema is not None
     assert len(structured.formats[False].json_schema["anyOf"]) == 1  # no answer branch
     with pytest.raises(ConfigError, match="tool_choice"):
-        ToolAgent(Turns([]), [], tool_choice="required")
+        ToolAgent(turns([]), [], tool_choice="required")
 
 
 def test_action_schema_has_one_branch_per_tool_and_the_answer() -> None:
@@ -140,12 +126,12 @@ def test_action_schema_has_one_branch_per_tool_and_the_answer() -> None:
 
 
 def test_constrained_only_where_the_backend_enforces_formats() -> None:
-    assert ToolAgent(Turns([], structured=True), [calculator]).response_format is not None
-    assert ToolAgent(Turns([]), [calculator]).response_format is None
+    assert ToolAgent(turns([], structured=True), [calculator]).response_format is not None
+    assert ToolAgent(turns([]), [calculator]).response_format is None
     with pytest.raises(ConfigError, match="max_steps"):
-        ToolAgent(Turns([]), [calculator], max_steps=0)
+        ToolAgent(turns([]), [calculator], max_steps=0)
     with pytest.raises(ConfigError, match="distinct"):
-        ToolAgent(Turns([]), [calculator, calculator])
+        ToolAgent(turns([]), [calculator, calculator])
 
 
 async def test_a_recorded_trajectory_replays(tmp_path) -> None:
@@ -153,7 +139,7 @@ async def test_a_recorded_trajectory_replays(tmp_path) -> None:
     sink = JSONLSink(path)
     with Tracer([sink]).activate():
         first = await ToolAgent(
-            Turns([call("calculator", expression="6 * 7"), answer("42")]), [calculator]
+            turns([call("calculator", expression="6 * 7"), answer("42")]), [calculator]
         )(TASK)
     sink.close()
     again = await ToolAgent(ReplayBackend(path, backend="turns"), [calculator], constrained=False)(

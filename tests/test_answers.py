@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scripted import ScriptedBackend
 
 from agentic.core import Task, extract_answer
 from agentic.pipeline import Builder, validate_spec
 from agentic.suites import load_suite
+from backends.testing import ScriptedBackend
 
 
 def test_the_rule_tag_then_first_line_then_its_last_number() -> None:

@@ -8,13 +8,14 @@ import random
 from typing import cast
 
 import pytest
-from scripted import ScriptedBackend, ScriptedReward
 
 from agentic.core import Budget, ConfigError, Event, Task, Tracer
 from backends import Backend
+from backends.testing import ScriptedBackend
 from search.astar import AStarDecoding, Cost, priority
 from search.base import StepGenerator
 from search.rewards import JudgeReward, OutcomeReward, ProcessReward
+from search.testing import ScriptedReward
 
 TASK = Task(id="t", input="What is 2+2?")
 

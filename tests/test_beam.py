@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from scripted import Rule, ScriptedBackend, ScriptedReward
 
 from agentic.core import Budget, ConfigError, GenerateRequest, Generation, Task
+from backends.testing import Rule, ScriptedBackend
 from search.base import SearchResult, StepGenerator, best_so_far
 from search.beam import BeamSearch
 from search.rewards import JudgeReward
+from search.testing import ScriptedReward
 
 TASK = Task(id="t", input="What is 2+2?")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scripted import ScriptedBackend
 
 from agentic.agent import ToolAgent
 from agentic.core import (
@@ -32,6 +31,7 @@ from agentic.core import (
 )
 from agentic.tools import calculator
 from backends.base import BaseBackend, Capabilities
+from backends.testing import ScriptedBackend
 from controllers import CaseMemoryAgent, Direct
 from memory import Case, CaseBank, HashingEmbedder
 from memory.case_policy import CasePolicy

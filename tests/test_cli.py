@@ -284,11 +284,11 @@ async def test_the_live_bar_shows_tokens_and_eta() -> None:
     import io
 
     from rich.console import Console
-    from scripted import ScriptedBackend
 
     from agentic.cli_progress import solve_with_progress
     from agentic.core import Budget
     from agentic.suites import load_suite
+    from backends.testing import ScriptedBackend
     from controllers import Direct
 
     screen = io.StringIO()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from scripted import ScriptedBackend, ScriptedReward
 
 from agentic.core import (
     Budget,
@@ -19,6 +18,7 @@ from agentic.core import (
     TopLogprob,
 )
 from backends import Backend
+from backends.testing import ScriptedBackend
 from search.base import StepGenerator
 from search.best_of_n import BestOfN
 from search.confidence import (
@@ -28,6 +28,7 @@ from search.confidence import (
     trace_confidence,
 )
 from search.rewards import WeightedReward
+from search.testing import ScriptedReward
 
 TASK = Task(id="t", input="What is 3 + 4?", answer="7")
 

@@ -42,6 +42,7 @@ from agentic.core import (
     emit,
     read_events,
     span,
+    task_messages,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -670,3 +671,11 @@ def test_console_sink_prints_selected_event_types(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert "task.outcome" in err and "t7" in err
     assert "hidden" not in err
+
+
+def test_task_messages_builds_the_system_and_user_turns() -> None:
+    task = Task(id="t", input="What is 2+3?")
+    user = Message(role="user", content="What is 2+3?")
+    assert task_messages(task) == task_messages("What is 2+3?") == (user,)
+    assert task_messages(task, "") == (user,)  # an empty system prompt is left out
+    assert task_messages(task, "Be brief.") == (Message(role="system", content="Be brief."), user)

@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripted import ScriptedBackend
 
 from agentic.agent import ToolAgent
 from agentic.pipeline import Builder, parse_spec
 from agentic.suites import load_suite
 from backends.base import Capabilities
+from backends.testing import ScriptedBackend
 from controllers import A2FMRouter, Direct, ProgressiveSelfReflection, SelfConsistency
 
 ROOT = Path(__file__).resolve().parents[1]

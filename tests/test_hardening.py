@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scripted import ScriptedBackend
 from servers import COMPLETION, MODELS, Reply, stub_server
 from test_cli import agentic
 
@@ -33,6 +32,7 @@ from agentic.core import (
 from agentic.runner import run_suite
 from agentic.suites import load_suite
 from backends.openai_backend import OpenAIBackend
+from backends.testing import ScriptedBackend
 from controllers import Direct
 
 # fast retries: these tests are about what happens, not how long the backoff waits

@@ -1,4 +1,5 @@
-"""The import layering of DESIGN.md, checked on the source (ast), and name shadowing.
+"""The import layering of docs/design-choices.md ("Layering"), checked on the source (ast),
+and name shadowing.
 
 `agentic.core` <- `kernels` <- `backends` <- `search`, `memory` <- `controllers` <- `agentic`.
 """

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from scripted import ScriptedBackend, ScriptedReward
 
 from agentic.core import Budget, ConfigError, Event, Task, Tracer
+from backends.testing import ScriptedBackend
 from search.base import SearchResult, StepGenerator
 from search.entropic_pf import EntropicParticleFilter, annealing_temperature, temper
 from search.particle_filter import ParticleFilter, systematic_resample, weights
 from search.rewards import JudgeReward
+from search.testing import ScriptedReward
 
 TASK = Task(id="t", input="What is 2+2?")
 N = 8

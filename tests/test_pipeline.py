@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from scripted import ScriptedBackend
 from test_cli import agentic
 
 from agentic.agent import ToolAgent
@@ -26,6 +25,7 @@ from agentic.pipeline import (
 )
 from agentic.suites import load_suite
 from backends.base import Capabilities
+from backends.testing import ScriptedBackend
 from controllers import (
     ACE,
     A2FMRouter,

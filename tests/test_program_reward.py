@@ -7,13 +7,13 @@ import asyncio
 import time
 
 import pytest
-from scripted import ScriptedBackend
 
 from agentic.core import Budget, ConfigError, GenerateRequest, Task
 from agentic.suites import load_suite
 from agentic.verifiers import program_reward, sandbox_runner
 from backends import Backend
 from backends.base import Capabilities
+from backends.testing import ScriptedBackend
 from search.program_reward import ProgramReward, extract_program, same_answer
 
 TASK = Task(id="add", input="What is 3 + 4?", answer="7")

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from minilm import minilm
-from scripted import Rule, ScriptedBackend
 
 from agentic.core import (
     Budget,
@@ -26,6 +25,7 @@ from agentic.core import (
     Usage,
 )
 from backends.base import Capabilities
+from backends.testing import Rule, ScriptedBackend
 from controllers import (
     Direct,
     HarmJudge,

@@ -6,12 +6,13 @@ import random
 from typing import Any
 
 import pytest
-from scripted import ScriptedBackend, ScriptedReward
 
 from agentic.core import Budget, ConfigError, Task, Tracer
+from backends.testing import ScriptedBackend
 from search.base import StepGenerator, best_so_far
 from search.best_of_n import BestOfN
 from search.rewards import aggregate
+from search.testing import ScriptedReward
 
 TASK = Task(id="t", input="What is 2+2?")
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from agentic.core import (
     ConfigError,
     GenerateRequest,
-    Generation,
     JSONLSink,
     Message,
     NotSupported,
@@ -26,13 +25,13 @@ from agentic.core import (
     SamplingParams,
     StructuredOutputError,
     Tracer,
-    Usage,
     read_events,
 )
 from backends import Structured, generate_structured
-from backends.base import BaseBackend, Capabilities
+from backends.base import Capabilities
 from backends.openai_wire import structured_body
 from backends.replay import ReplayBackend
+from backends.testing import ScriptedBackend
 
 
 class Color(StrEnum):
@@ -152,27 +151,14 @@ def test_other_servers_get_json_schema_on_chat_only() -> None:
 # ---- generate_structured on a scripted stand-in ----------------------------------------------
 
 
-class Canned(BaseBackend):
+def canned(answers: Sequence[str], structured: bool) -> ScriptedBackend:
     """Answers each call with the next canned text and keeps the requests it got."""
-
-    def __init__(self, answers: Sequence[str], structured: bool) -> None:
-        self.answers = list(answers)
-        self.requests: list[GenerateRequest] = []
-        self.name = "canned"
-        self.capabilities = Capabilities(structured_output=structured)
-
-    async def _generate(self, requests: list[GenerateRequest]) -> list[list[Generation]]:
-        self.requests += requests
-        return [
-            [Generation(text=self.answers.pop(0), usage=Usage(model_calls=1))] for _ in requests
-        ]
-
-    def count_tokens(self, text_or_messages: str | Sequence[Message]) -> int:
-        return 0
+    caps = Capabilities(structured_output=structured)
+    return ScriptedBackend(answers, name="canned", capabilities=caps)
 
 
 async def test_retry_feeds_the_field_errors_back_and_then_succeeds() -> None:
-    backend = Canned(['{"name": "Rex", "legs": 12}', '{"name": "Rex", "legs": 4}'], True)
+    backend = canned(['{"name": "Rex", "legs": 12}', '{"name": "Rex", "legs": 4}'], True)
     out = await generate_structured(backend, chat("A dog as JSON."), Pet)
     assert isinstance(out, Structured)
     assert out.value == Pet(name="Rex", legs=4) and out.attempts == 2
@@ -187,7 +173,7 @@ async def test_retry_feeds_the_field_errors_back_and_then_succeeds() -> None:
 
 
 async def test_a_backend_without_enforcement_gets_the_schema_in_the_prompt() -> None:
-    backend = Canned(['{"name": "Tom", "legs": 4}'], False)
+    backend = canned(['{"name": "Tom", "legs": 4}'], False)
     out = await generate_structured(backend, chat("A cat as JSON."), Pet)
     assert out.value.legs == 4 and out.attempts == 1
     [req] = backend.requests
@@ -196,7 +182,7 @@ async def test_a_backend_without_enforcement_gets_the_schema_in_the_prompt() -> 
 
 
 async def test_unparseable_output_after_the_retries_names_what_failed() -> None:
-    backend = Canned(["not json", '{"name": "", "legs": 4}', '{"legs": 4}'], True)
+    backend = canned(["not json", '{"name": "", "legs": 4}', '{"legs": 4}'], True)
     with pytest.raises(StructuredOutputError) as ei:
         await generate_structured(backend, chat("A pet."), Pet, retries=2)
     msg = str(ei.value)

@@ -16,6 +16,7 @@ from agentic.core.errors import (
 )
 from agentic.core.events import ConsoleSink, Event, JSONLSink, Tracer, emit, read_events, span
 from agentic.core.redact import redact_uri
+from agentic.core.sync import run
 from agentic.core.tasks import Context, Controller, Outcome, Task, TaskSuite
 from agentic.core.types import (
     GenerateRequest,
@@ -29,6 +30,7 @@ from agentic.core.types import (
     ToolCall,
     TopLogprob,
     Usage,
+    task_messages,
 )
 
 __all__ = [
@@ -72,5 +74,7 @@ __all__ = [
     "read_answer",
     "read_events",
     "redact_uri",
+    "run",
     "span",
+    "task_messages",
 ]

@@ -11,9 +11,12 @@ import builtins
 import hashlib
 import json
 import math
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from agentic.core.tasks import Task
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -32,6 +35,14 @@ class Message(_Value):
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] | None = None
+
+
+def task_messages(task_or_text: Task | str, system: str | None = None) -> tuple[Message, ...]:
+    """The chat a task starts from: `system` as a system message (left out when None or
+    empty), then the task's input (or the text itself) as the user message."""
+    text = task_or_text if isinstance(task_or_text, str) else task_or_text.input
+    head = (Message(role="system", content=system),) if system else ()
+    return (*head, Message(role="user", content=text))
 
 
 class SamplingParams(_Value):
@@ -196,9 +207,7 @@ class GenerateRequest(_Prompted):
 
     @classmethod
     def chat(cls, user: str, *, system: str | None = None, **params: Any) -> GenerateRequest:
-        msgs = [Message(role="system", content=system)] if system else []
-        msgs.append(Message(role="user", content=user))
-        return cls(messages=tuple(msgs), params=SamplingParams(**params))
+        return cls(messages=task_messages(user, system), params=SamplingParams(**params))
 
 
 class ScoreRequest(_Prompted):

@@ -32,6 +32,9 @@ because a few residual dimensions of small models are orders of magnitude larger
 
 from __future__ import annotations
 
+# Over 400 lines on purpose: the paper's method (directions, probes, the steering hook, the
+# fitting loop) reads in the paper's order, checked against it in one file; the contrastive
+# prompts and requests it shares with plain steering vectors are in steering_vectors.py.
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
