@@ -28,7 +28,7 @@ class ControllerSpec(BaseModel):
     cost: Literal["neglog", "mean_gap"] = Field(
         default="neglog", description="astar: the g and h ordering the queue"
     )
-    # Search defaults chosen on the train families of benchmarks/ttc_matrix.py (README, "Search"):
+    # Search defaults chosen on the train families of benchmarks/ttc_matrix.py (docs/search.md):
     # sampling by majority vote at N=8, the reward by ROC AUC, steps of 16 tokens so a typical
     # answer spans about two steps; never on the eval families.
     tokens_per_step: int = Field(default=16, ge=1)

@@ -124,10 +124,10 @@ TRAIN_KEYS = frozenset(TRAIN)
 assert not TRAIN_KEYS & set(EVAL), "a family is either train or eval, never both"
 SEED = 0
 
-# Sampling for the samples, chosen on the train families (see the README's "Verifiers").
+# Sampling for the samples, chosen on the train families (docs/search.md, "Verifiers").
 # `--choose` picked T=1.0, min_p=0.1 (benchmarks/results/ttc/defaults.json).
 DEFAULT_SAMPLING: dict[str, float] = {"temperature": 1.0, "min_p": 0.1, "top_p": 1.0}
-# Step search settings, chosen on the train families (see the README's "Search").
+# Step search settings, chosen on the train families (docs/search.md, "Verifiers").
 # The reward is the verifier with the best train ROC AUC (confidence.mean+program, 0.715), and
 # steps of 16 tokens split the train answers (28 tokens on average) into about two steps, with
 # 4 steps = the 64 tokens samples get.

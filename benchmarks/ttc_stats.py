@@ -292,7 +292,7 @@ def plot(summary: dict[str, Any], out: Path) -> None:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """The README's tables: per split, the main selectors' mean accuracy (tokens) by N, the
+    """The tables in docs/search.md: per split, the main selectors' mean accuracy (tokens) by N, the
     verifiers' AUC and ECE, the seconds per task, and the search controllers."""
     out = []
     for split, s in summary["splits"].items():
