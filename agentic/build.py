@@ -1,33 +1,56 @@
-"""Controllers by name, for the CLI and for rebuilding a recorded run.
+"""The specs of `direct` and the test-time searches (`bon`, `beam`, `pf`, `epf`, `astar`), and
+the rewards they search by.
 
-`ControllerSpec` is everything needed to rebuild a controller; `agentic run` records it in the
-run's `run.start` event, so `agentic replay` and `agentic run --resume` rebuild the very same one.
+They live on the top floor, not in `search/`, because a spec builds its controller through
+`agentic.registry` (and `reward=program` through `agentic.verifiers`), which `search/` may not
+import. A search spec's `reward` names a verifier or a weighted sum of them (`parse_reward`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from agentic.core import ConfigError, Controller, SamplingParams, TaskSuite
-from backends import Backend
+from agentic.core import ConfigError, Controller, SamplingParams
+from agentic.registry import BuildContext, Spec
 
-ControllerName = Literal["direct", "bon", "beam", "pf", "epf", "astar"]
+# the `agentic run` options every search takes, by field
+_SEARCH_FLAGS = (
+    "tokens_per_step",
+    "max_steps",
+    "temperature",
+    "min_p",
+    "reward",
+    "head",
+    "confidence",
+)
 
 
-class ControllerSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _flags(*names: str) -> dict[str, str]:
+    return {name: name for name in (*_SEARCH_FLAGS, *names)}
 
-    type: ControllerName = "direct"
-    max_tokens: int = Field(default=64, ge=1, description="direct: tokens per answer")
-    samples: int = Field(default=8, ge=1, description="bon/beam/pf/epf: N")
-    width: int = Field(default=2, ge=1, description="beam: beams kept")
-    k: int = Field(default=4, ge=1, description="astar: continuations per expansion")
-    cost: Literal["neglog", "mean_gap"] = Field(
-        default="neglog", description="astar: the g and h ordering the queue"
-    )
+
+class DirectSpec(Spec):
+    """One greedy answer (`controllers.Direct`)."""
+
+    type: Literal["direct"] = "direct"
+    max_tokens: int = Field(default=64, ge=1, description="tokens per answer")
+
+    cli_flags: ClassVar[dict[str, str]] = {"max_tokens": "max_tokens"}
+
+    def build(self, ctx: BuildContext) -> Controller:
+        from controllers import Direct
+
+        params = SamplingParams(max_tokens=self.max_tokens, temperature=0.0)
+        return Direct(ctx.backend, params=params)
+
+
+class SearchSpec(Spec):
+    """What every search shares: how it steps, how it samples, and the reward it searches by.
+    Not a controller type itself; `bon`, `beam`, `pf`, `epf` and `astar` extend it."""
+
     # Search defaults chosen on the train families of benchmarks/ttc_matrix.py (docs/search.md):
     # sampling by majority vote at N=8, the reward by ROC AUC, steps of 16 tokens so a typical
     # answer spans about two steps; never on the eval families.
@@ -38,18 +61,10 @@ class ControllerSpec(BaseModel):
     reward: str = Field(
         default="confidence+program",
         description="a verifier (judge, head, value, confidence, program, checker) or a weighted "
-        "sum of "
-        "them, e.g. '0.7*confidence+0.3*program'",
+        "sum of them, e.g. '0.7*confidence+0.3*program'",
     )
     confidence: Literal["lowest_group", "tail", "mean"] = Field(
         default="mean", description="reward=confidence: the DeepConf statistic"
-    )
-    select: Literal["best", "weighted_majority"] = Field(
-        default="best",
-        description="bon, pf, epf: the best-scored answer, or the reward-weighted vote",
-    )
-    keep: float = Field(
-        default=1.0, gt=0.0, le=1.0, description="bon: vote over the best-scored fraction only"
     )
     head: str | None = Field(
         default=None, description="reward=head: a head saved by HeadReward.save (the .pt file)"
@@ -60,10 +75,6 @@ class ControllerSpec(BaseModel):
         "shipped one (search/artifacts/value_smollm2)",
     )
     aggregation: Literal["last", "min", "prod", "mean"] = "last"
-    lookahead: bool = Field(default=True, description="epf: weigh by a one-step look-ahead")
-    weight_temperature: float = Field(
-        default=1.0, gt=0.0, description="pf/epf: T in w ∝ exp(logit(r)/T); lower is sharper"
-    )
     seed: int = 0
 
     @field_validator("reward")
@@ -71,6 +82,141 @@ class ControllerSpec(BaseModel):
     def _known_rewards(cls, v: str) -> str:
         parse_reward(v)
         return v
+
+    def _parts(self, ctx: BuildContext) -> tuple[Any, Any]:
+        """The step generator and the reward, on `ctx.backend`."""
+        from search.base import StepGenerator
+
+        steps = StepGenerator(
+            ctx.backend,
+            tokens_per_step=self.tokens_per_step,
+            max_steps=self.max_steps,
+            temperature=self.temperature,
+            min_p=self.min_p,
+            system_prompt=ctx.suite.system_prompt,
+        )
+        return steps, build_reward(self, ctx, steps)
+
+
+class BestOfNSpec(SearchSpec):
+    """N samples, the best-scored one or a reward-weighted vote (`search.BestOfN`)."""
+
+    type: Literal["bon"] = "bon"
+    samples: int = Field(default=8, ge=1, description="N")
+    select: Literal["best", "weighted_majority"] = Field(
+        default="best", description="the best-scored answer, or the reward-weighted vote"
+    )
+    keep: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="vote over the best-scored fraction only"
+    )
+
+    cli_flags: ClassVar[dict[str, str]] = _flags("samples", "select", "keep")
+
+    def build(self, ctx: BuildContext) -> Controller:
+        from search.best_of_n import BestOfN
+
+        steps, reward = self._parts(ctx)
+        return BestOfN(
+            steps,
+            reward,
+            n=self.samples,
+            select=self.select,
+            keep=self.keep,
+            aggregation=self.aggregation,
+            answer_of=ctx.suite.extract,
+            seed=self.seed,
+        )
+
+
+class BeamSpec(SearchSpec):
+    """Step-level beam search (`search.BeamSearch`)."""
+
+    type: Literal["beam"] = "beam"
+    samples: int = Field(default=8, ge=1, description="N: candidates per step")
+    width: int = Field(default=2, ge=1, description="beams kept")
+
+    cli_flags: ClassVar[dict[str, str]] = _flags("samples", "width")
+
+    def build(self, ctx: BuildContext) -> Controller:
+        from search.beam import BeamSearch
+
+        steps, reward = self._parts(ctx)
+        return BeamSearch(
+            steps,
+            reward,
+            n=self.samples,
+            width=self.width,
+            aggregation=self.aggregation,
+            seed=self.seed,
+        )
+
+
+class _ParticleSpec(SearchSpec):
+    samples: int = Field(default=8, ge=1, description="N: particles")
+    select: Literal["best", "weighted_majority"] = Field(
+        default="best", description="the best-scored answer, or the reward-weighted vote"
+    )
+    weight_temperature: float = Field(
+        default=1.0, gt=0.0, description="T in w ∝ exp(logit(r)/T); lower is sharper"
+    )
+
+    cli_flags: ClassVar[dict[str, str]] = _flags("samples", "select")
+
+    def _filter(self, ctx: BuildContext, cls: Any, **extra: Any) -> Controller:
+        steps, reward = self._parts(ctx)
+        built: Controller = cls(
+            steps,
+            reward,
+            n=self.samples,
+            aggregation=self.aggregation,
+            seed=self.seed,
+            temperature=self.weight_temperature,
+            select=self.select,
+            answer_of=ctx.suite.extract,
+            **extra,
+        )
+        return built
+
+
+class ParticleFilterSpec(_ParticleSpec):
+    """Particle filtering over partial answers (`search.ParticleFilter`)."""
+
+    type: Literal["pf"] = "pf"
+
+    def build(self, ctx: BuildContext) -> Controller:
+        from search.particle_filter import ParticleFilter
+
+        return self._filter(ctx, ParticleFilter)
+
+
+class EntropicParticleFilterSpec(_ParticleSpec):
+    """The particle filter plus annealing and look-ahead (`search.EntropicParticleFilter`)."""
+
+    type: Literal["epf"] = "epf"
+    lookahead: bool = Field(default=True, description="weigh by a one-step look-ahead")
+
+    def build(self, ctx: BuildContext) -> Controller:
+        from search.entropic_pf import EntropicParticleFilter
+
+        return self._filter(ctx, EntropicParticleFilter, lookahead=self.lookahead)
+
+
+class AStarSpec(SearchSpec):
+    """Best-first search over steps (`search.AStarDecoding`)."""
+
+    type: Literal["astar"] = "astar"
+    k: int = Field(default=4, ge=1, description="continuations per expansion")
+    cost: Literal["neglog", "mean_gap"] = Field(
+        default="neglog", description="the g and h ordering the queue"
+    )
+
+    cli_flags: ClassVar[dict[str, str]] = _flags("k", "cost")
+
+    def build(self, ctx: BuildContext) -> Controller:
+        from search.astar import AStarDecoding
+
+        steps, reward = self._parts(ctx)
+        return AStarDecoding(steps, reward, k=self.k, cost=self.cost, seed=self.seed)
 
 
 REWARD_NAMES = ("judge", "head", "value", "confidence", "program", "checker")
@@ -91,81 +237,21 @@ def parse_reward(text: str) -> list[tuple[float, str]]:
     return terms
 
 
-def build_controller(spec: ControllerSpec, backend: Backend, suite: TaskSuite) -> Controller:
-    """The controller `spec` names, on `backend`; rewards use the same backend (judge, or a
-    trained head on its hidden states) or the suite's checker (an oracle, for upper bounds)."""
-    from controllers import Direct
-
-    if spec.type == "direct":
-        return Direct(backend, params=SamplingParams(max_tokens=spec.max_tokens, temperature=0.0))
-    from search.astar import AStarDecoding
-    from search.base import StepGenerator
-    from search.beam import BeamSearch
-    from search.best_of_n import BestOfN
-    from search.entropic_pf import EntropicParticleFilter
-    from search.particle_filter import ParticleFilter
-
-    steps = StepGenerator(
-        backend,
-        tokens_per_step=spec.tokens_per_step,
-        max_steps=spec.max_steps,
-        temperature=spec.temperature,
-        min_p=spec.min_p,
-        system_prompt=suite.system_prompt,
-    )
-    reward = build_reward(spec, backend, suite, steps)
-    agg, seed, weight_t = spec.aggregation, spec.seed, spec.weight_temperature
-    if spec.type == "bon":
-        return BestOfN(
-            steps,
-            reward,
-            n=spec.samples,
-            select=spec.select,
-            keep=spec.keep,
-            aggregation=agg,
-            answer_of=suite.extract,
-            seed=seed,
-        )
-    if spec.type == "beam":
-        return BeamSearch(
-            steps, reward, n=spec.samples, width=spec.width, aggregation=agg, seed=seed
-        )
-    if spec.type in ("pf", "epf"):
-        # the entropic filter is the plain one plus annealing and look-ahead
-        extra: dict[str, Any]
-        cls, extra = (
-            (EntropicParticleFilter, {"lookahead": spec.lookahead})
-            if spec.type == "epf"
-            else (ParticleFilter, {})
-        )
-        return cls(
-            steps,
-            reward,
-            n=spec.samples,
-            aggregation=agg,
-            seed=seed,
-            temperature=weight_t,
-            select=spec.select,
-            answer_of=suite.extract,
-            **extra,
-        )
-    return AStarDecoding(steps, reward, k=spec.k, cost=spec.cost, seed=seed)
-
-
-def build_reward(spec: ControllerSpec, backend: Backend, suite: TaskSuite, steps: Any) -> Any:
-    """The verifier `spec.reward` names; a weighted sum of several is a `WeightedReward`."""
+def build_reward(spec: SearchSpec, ctx: BuildContext, steps: Any) -> Any:
+    """The verifier `spec.reward` names, on `ctx.backend` (judge, or a trained head on its hidden
+    states) or the suite's checker (an oracle, for upper bounds); a weighted sum of several is
+    a `WeightedReward`."""
     from search.rewards import WeightedReward
 
     terms = parse_reward(spec.reward)
-    parts = [(w, _one_reward(name, spec, backend, suite, steps)) for w, name in terms]
+    parts = [(w, _one_reward(name, spec, ctx, steps)) for w, name in terms]
     if len(parts) == 1 and terms[0][0] == 1.0:
         return parts[0][1]
     return WeightedReward(parts, aggregation=spec.aggregation)
 
 
-def _one_reward(
-    name: str, spec: ControllerSpec, backend: Backend, suite: TaskSuite, steps: Any
-) -> Any:
+def _one_reward(name: str, spec: SearchSpec, ctx: BuildContext, steps: Any) -> Any:
+    backend, suite = ctx.backend, ctx.suite
     if name == "checker":
         from search.rewards import CheckerReward
 
@@ -186,13 +272,14 @@ def _one_reward(
         from search.value_model import DEFAULT_PATH, ValueReward
 
         return ValueReward.load(spec.value_model or DEFAULT_PATH, messages=steps.messages)
-    return _head_reward(spec, backend, steps)
+    return _head_reward(spec, ctx, steps)
 
 
-def _head_reward(spec: ControllerSpec, backend: Backend, steps: Any) -> Any:
+def _head_reward(spec: SearchSpec, ctx: BuildContext, steps: Any) -> Any:
     from backends.transformers_backend import TransformersBackend
     from search.head_reward import HeadReward
 
+    backend = ctx.backend
     if spec.head is None:
         raise ConfigError("reward 'head' needs head= (the path of a saved head, e.g. --head X.pt)")
     if not isinstance(backend, TransformersBackend):

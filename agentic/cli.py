@@ -195,8 +195,8 @@ def run(
         str,
         typer.Option(
             help="direct; a search (bon, beam, pf, epf, astar; set by the options below); another "
-            "controller with its defaults (sc, cyberv, agent, psr, ead, router); or a pipeline "
-            "spec: a .yaml/.json file or inline JSON."
+            "controller with its defaults (sc, cyberv, agent, psr, ead, router, or a plugin's "
+            "type); or a pipeline spec: a .yaml/.json file or inline JSON."
         ),
     ] = "direct",
     samples: Annotated[
@@ -246,7 +246,7 @@ def run(
 
     `--resume` checks that the recording is of the same run (suite, backend, controller);
     `--concurrency` is deliberately not part of that identity, so a resume may change it."""
-    from agentic.pipeline import Builder
+    from agentic.registry import BuildContext
     from agentic.suites import load_suite
 
     if resume is not None and record is not None and record != resume:
@@ -298,7 +298,7 @@ def run(
         sinks.append(ConsoleSink(types={"backend.generate", "task.outcome", "run.end"}))
     tracer = Tracer(sinks)
 
-    builder = Builder(model, task_suite, load_quietly)
+    builder = BuildContext(model, task_suite, load_quietly)
 
     async def go() -> Any:
         try:
@@ -336,7 +336,8 @@ def replay(
 ) -> None:
     """Re-run a recorded run with no model: every backend call is served from the recording.
     Exits 1 if any outcome differs from the recorded one."""
-    from agentic.pipeline import Builder, memory_nodes, validate_spec
+    from agentic.pipeline import memory_nodes
+    from agentic.registry import BuildContext, parse_controller_spec
     from agentic.runner import run_suite
     from agentic.suites import suite_from_config
     from backends.replay import ReplayBackend
@@ -361,7 +362,7 @@ def replay(
             raise ConfigError(f"{path} recorded no backend {uri!r}; it has {sorted(others)}")
         return ReplayBackend(path, backend=others[uri])
 
-    spec = validate_spec(cfg["controller"])
+    spec = parse_controller_spec(cfg["controller"], files=False)
     if memory := memory_nodes(spec):
         raise ConfigError(
             f"{path} ran a pipeline with memory ({', '.join(memory)}): its prompts depend on "
@@ -372,7 +373,7 @@ def replay(
     result = asyncio.run(
         run_suite(
             suite,
-            Builder(model, suite, recorded_backend).build(spec),
+            BuildContext(model, suite, recorded_backend).build(spec),
             concurrency=cfg.get("concurrency", 16),
             tasks=tasks,
             config=cfg,

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from agentic.core import ConfigError, redact_uri
+from agentic.registry import Spec, controller_types, parse_controller_spec, spec_class
 
 
 def parse_config(pairs: list[str]) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def _brief(text: str, limit: int = 80) -> str:
     return shown if len(shown) <= limit else shown[: limit - 5] + "...'"
 
 
-def read_controller(controller: str, flags: dict[str, Any]) -> Any:
+def read_controller(controller: str, flags: dict[str, Any]) -> Spec:
     """`controller_spec`, with what reading a spec file can raise said in one line."""
     if not controller.strip():
         raise ConfigError(
@@ -57,46 +58,32 @@ def read_controller(controller: str, flags: dict[str, Any]) -> Any:
         ) from None
 
 
-# The CLI flags each node type takes, by spec field; sc and cyberv call N `n`.
-_FLAG_FIELDS = {
-    "direct": {"max_tokens": "max_tokens"},
-    "sc": {
-        "samples": "n",
-        "temperature": "temperature",
-        "min_p": "min_p",
-        "max_tokens": "max_tokens",
-    },
-    "cyberv": {"samples": "n", "temperature": "temperature", "max_tokens": "max_tokens"},
-}
+# the options as `agentic run --help` spells them, where that is not the field's name
 _FLAG_NAMES = {"cost": "astar-cost", "tokens_per_step": "tokens-per-step", "max_steps": "max-steps"}
 
 
-def controller_spec(controller: str, flags: dict[str, Any]) -> Any:
-    """The spec `--controller` and the flags given with it describe. A flag the controller does
-    not take is refused, never silently dropped; spec files and inline JSON carry their own
-    fields, so they take no flags."""
-    from agentic.pipeline import SEARCH_TYPES, parse_spec, validate_spec
-
-    if controller in SEARCH_TYPES and controller not in _FLAG_FIELDS:
-        # a search's answers are bounded by --tokens-per-step x --max-steps
-        wrong = [f for f in flags if f == "max_tokens"]
-        if not wrong:
-            return validate_spec({"type": controller, **flags})
-    elif controller in _FLAG_FIELDS:
-        fields = _FLAG_FIELDS[controller]
+def controller_spec(controller: str, flags: dict[str, Any]) -> Spec:
+    """The spec `--controller` and the flags given with it describe. A type takes the flags its
+    spec lists in `cli_flags` (sc and cyberv call N `n`); a flag the controller does not take is
+    refused, never silently dropped. Spec files and inline JSON carry their own fields, so they
+    take no flags."""
+    known = controller in controller_types()
+    if known:
+        fields = spec_class(controller).cli_flags
         wrong = [f for f in flags if f not in fields]
         if not wrong:
             mapped = {fields[f]: v for f, v in flags.items()}
-            return validate_spec({"type": controller, **mapped})
+            return parse_controller_spec({"type": controller, **mapped})
     else:
         wrong = list(flags)
     if wrong:
         names = ", ".join("--" + _FLAG_NAMES.get(f, f.replace("_", "-")) for f in wrong)
         raise ConfigError(
-            f"{names} does not apply to --controller {controller}; set it in a spec file or "
-            "inline JSON"
+            f"{names} does not apply to --controller "
+            f"{controller if known else _brief(controller)}; set it in a spec file "
+            "or inline JSON"
         )
-    return parse_spec(controller)
+    return parse_controller_spec(controller)
 
 
 def redacted(value: Any) -> Any:

@@ -48,9 +48,17 @@ from arithmetic_configs import SUITES
 from rich.console import Console
 from rich.table import Table
 
-from agentic.build import ControllerSpec, build_controller
+from agentic.build import (
+    AStarSpec,
+    BeamSpec,
+    BestOfNSpec,
+    DirectSpec,
+    EntropicParticleFilterSpec,
+    ParticleFilterSpec,
+)
 from agentic.core import JSONLSink, Task, TaskSuite, Tracer, read_events
 from agentic.plot import Point, budget_points, plot_budget
+from agentic.registry import BuildContext, Spec
 from agentic.runner import run_suite
 from agentic.suites import load_suite
 from backends import Backend, TransformersBackend, load_backend
@@ -63,7 +71,7 @@ RESULTS = Path(__file__).parent / "results" / "search"
 BON_N = 16
 
 
-def controllers(reward: str, head: str | None) -> dict[str, ControllerSpec]:
+def controllers(reward: str, head: str | None) -> dict[str, Spec]:
     common: dict[str, Any] = {
         "reward": reward,
         "head": head,
@@ -72,30 +80,30 @@ def controllers(reward: str, head: str | None) -> dict[str, ControllerSpec]:
         "temperature": 0.7,
     }
     return {
-        "greedy": ControllerSpec(type="direct"),
-        f"bon-{BON_N}": ControllerSpec(type="bon", samples=BON_N, **common),
-        "astar-mean_gap": ControllerSpec(type="astar", k=4, cost="mean_gap", **common),
-        "pf-4": ControllerSpec(type="pf", samples=4, **common),
-        "epf-4": ControllerSpec(type="epf", samples=4, **common),
-        "pf-8": ControllerSpec(type="pf", samples=8, **common),
-        "epf-8": ControllerSpec(type="epf", samples=8, **common),
-        "astar-neglog": ControllerSpec(type="astar", k=4, cost="neglog", **common),
-        "epf-4-no-lookahead": ControllerSpec(type="epf", samples=4, lookahead=False, **common),
-        "epf-8-no-lookahead": ControllerSpec(type="epf", samples=8, lookahead=False, **common),
-        "beam-4": ControllerSpec(type="beam", samples=4, width=2, **common),
+        "greedy": DirectSpec(),
+        f"bon-{BON_N}": BestOfNSpec(samples=BON_N, **common),
+        "astar-mean_gap": AStarSpec(k=4, cost="mean_gap", **common),
+        "pf-4": ParticleFilterSpec(samples=4, **common),
+        "epf-4": EntropicParticleFilterSpec(samples=4, **common),
+        "pf-8": ParticleFilterSpec(samples=8, **common),
+        "epf-8": EntropicParticleFilterSpec(samples=8, **common),
+        "astar-neglog": AStarSpec(k=4, cost="neglog", **common),
+        "epf-4-no-lookahead": EntropicParticleFilterSpec(samples=4, lookahead=False, **common),
+        "epf-8-no-lookahead": EntropicParticleFilterSpec(samples=8, lookahead=False, **common),
+        "beam-4": BeamSpec(samples=4, width=2, **common),
         # the judge's scores are nearly flat (p = 0.42 ± 0.07): at T = 1 the weights never
         # collapse, so PF never resamples; T = 0.2 makes resampling and annealing happen
-        "pf-4-sharp": ControllerSpec(type="pf", samples=4, weight_temperature=0.2, **common),
-        "epf-4-sharp": ControllerSpec(type="epf", samples=4, weight_temperature=0.2, **common),
+        "pf-4-sharp": ParticleFilterSpec(samples=4, weight_temperature=0.2, **common),
+        "epf-4-sharp": EntropicParticleFilterSpec(samples=4, weight_temperature=0.2, **common),
     }
 
 
-async def run_one(backend: Backend, suite: TaskSuite, spec: ControllerSpec, path: Path) -> None:
+async def run_one(backend: Backend, suite: TaskSuite, spec: Spec, path: Path) -> None:
     sink = JSONLSink(path)
     config = {"backend": "embedded:smollm2", "controller": spec.model_dump(mode="json")}
     try:
         with Tracer([sink]).activate():
-            await run_suite(suite, build_controller(spec, backend, suite), config=config)
+            await run_suite(suite, BuildContext(backend, suite).build(spec), config=config)
     finally:
         sink.close()
 

@@ -342,27 +342,30 @@ async def run_searches(
     """Each search controller in `args.controllers` on every task of `family`: its answer's
     score, generated tokens (verifier generation included), steps in the answer, rounds and
     resampled rounds (from its `search.round` events), and seconds."""
-    from agentic.build import ControllerSpec, build_controller
+    from agentic.registry import BuildContext, parse_controller_spec
 
     suite = load_suite(family.dataset, n=args.tasks, seed=SEED, config=family.config)
     for name in args.controllers:
-        spec = ControllerSpec(
-            **SEARCHES[name],
-            reward=args.search_reward,
-            confidence=args.search_confidence,
-            tokens_per_step=args.tokens_per_step,
-            max_steps=args.max_steps,
-            temperature=params_of(args).temperature,
-            min_p=params_of(args).min_p,
+        spec = parse_controller_spec(
+            {
+                **SEARCHES[name],
+                "reward": args.search_reward,
+                "confidence": args.search_confidence,
+                "tokens_per_step": args.tokens_per_step,
+                "max_steps": args.max_steps,
+                "temperature": params_of(args).temperature,
+                "min_p": params_of(args).min_p,
+            }
         )
-        tag = f"{name}.{spec.reward.replace('*', 'x').replace('+', '_')}.{search_key(args)}"
+        reward = args.search_reward
+        tag = f"{name}.{reward.replace('*', 'x').replace('+', '_')}.{search_key(args)}"
         path = args.out / family.key / f"{tag}.search.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         done = {json.loads(line)["task_id"] for line in _lines(path)}
         todo = [t for t in suite.tasks if t.id not in done]
         if not todo:
             continue
-        controller: Any = build_controller(spec, backend, suite)
+        controller: Any = BuildContext(backend, suite).build(spec)
         CONSOLE.print(f"[bold]{family.key}[/] ({split}) {tag}: {len(todo)} tasks to go")
 
         for i in range(0, len(todo), args.concurrency):

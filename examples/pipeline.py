@@ -1,7 +1,7 @@
 """A composed pipeline from a YAML spec: PSR over an A²FM router over Direct / SC / ToolAgent.
 
-`examples/pipeline.yaml` nests the controllers; `parse_spec` validates it (a bad field is a
-`ConfigError` naming its path) and `Builder` constructs it on the run's backend. Three
+`examples/pipeline.yaml` nests the controllers; `parse_controller_spec` validates it (a bad field
+is a `ConfigError` naming it and its node) and `BuildContext` builds it on the run's backend. Three
 one-digit arithmetic tasks run under one `Budget` and one trace; the trace is printed as a tree
 of spans (task -> psr -> router decision, model calls, reflections), repeated events folded
 into one line. The same run from the command line, in the repository root:
@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from agentic import Budget, Event, Outcome, Tracer, load_backend, load_suite, run_suite
-from agentic.pipeline import Builder, parse_spec
+from agentic.registry import BuildContext, parse_controller_spec
 
 SPEC = Path(__file__).with_name("pipeline.yaml")
 SHOWN = {  # the payload fields worth a glance, per event type
@@ -61,10 +61,10 @@ def print_tree(events: list[Event]) -> None:
 
 
 async def main() -> None:
-    spec = parse_spec(str(SPEC))
+    spec = parse_controller_spec(str(SPEC))
     backend = load_backend("embedded:smollm2")
     suite = load_suite("basic_arithmetic", n=3, seed=0)
-    controller = Builder(backend, suite, load_backend).build(spec)
+    controller = BuildContext(backend, suite).build(spec)
     print(f"spec: {spec.model_dump_json(exclude_defaults=True)}\n")
     events: list[Event] = []
     with Tracer([events.append]).activate():

@@ -10,7 +10,7 @@ from the logprobs they were sampled with (no extra forward).
 
 import asyncio
 
-from agentic.pipeline import Builder, validate_spec
+from agentic.registry import BuildContext
 from agentic.runner import run_suite
 from agentic.suites import load_suite
 from backends import load_backend
@@ -19,7 +19,7 @@ from backends import load_backend
 async def main() -> None:
     backend = load_backend("embedded:smollm2")
     suite = load_suite("gcd", n=4, seed=7, config={"max_value": 20})
-    builder = Builder(backend, suite, load_backend)
+    builder = BuildContext(backend, suite)
     specs = {
         "majority vote": {"type": "sc", "n": 4},
         "best-of-4 (confidence + program)": {
@@ -27,7 +27,7 @@ async def main() -> None:
         },
     }  # fmt: skip
     for name, spec in specs.items():
-        result = await run_suite(suite, builder.build(validate_spec(spec)))
+        result = await run_suite(suite, builder.build(spec))
         tokens = result.usage.completion_tokens / len(result.outcomes)
         print(f"{name:34s} accuracy {result.accuracy:.0%}, {tokens:.0f} generated tokens/task")
     await backend.aclose()

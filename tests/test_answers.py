@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentic.core import Task, extract_answer
-from agentic.pipeline import Builder, validate_spec
+from agentic.registry import BuildContext
 from agentic.suites import load_suite
 from backends.testing import ScriptedBackend
 
@@ -41,7 +41,7 @@ def _suite_and_texts() -> tuple[object, Task, list[str]]:
 async def test_self_consistency_is_graded_on_the_answer_it_voted_for() -> None:
     suite, task, texts = _suite_and_texts()
     backend = ScriptedBackend(lambda prefix, j: (texts[j % 3], True))
-    sc = Builder(backend, suite, lambda uri: backend).build(validate_spec({"type": "sc", "n": 3}))  # type: ignore[arg-type]
+    sc = BuildContext(backend, suite).build({"type": "sc", "n": 3})  # type: ignore[arg-type]
     outcome = await sc(task)
     voted = outcome.info["answer"]
     assert voted == str(int(task.answer or "0") + 1)  # two first lines say right + 1
@@ -52,10 +52,8 @@ async def test_self_consistency_is_graded_on_the_answer_it_voted_for() -> None:
 async def test_weighted_vote_is_graded_on_the_answer_it_voted_for() -> None:
     suite, task, texts = _suite_and_texts()
     backend = ScriptedBackend(lambda prefix, j: (texts[j % 3], True))
-    spec = validate_spec(
-        {"type": "bon", "samples": 3, "reward": "checker", "select": "weighted_majority"}
-    )
-    bon = Builder(backend, suite, lambda uri: backend).build(spec)  # type: ignore[arg-type]
+    spec = {"type": "bon", "samples": 3, "reward": "checker", "select": "weighted_majority"}
+    bon = BuildContext(backend, suite).build(spec)  # type: ignore[arg-type]
     outcome = await bon(task)
     # the oracle weighs only the text whose first line is right: its answer wins and is graded 1
     assert suite.extract(task, outcome.output) == task.answer  # type: ignore[attr-defined]

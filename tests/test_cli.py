@@ -59,6 +59,17 @@ BAD_FILES = {
         (["run", "--controller", "bon", "--reward", "jduge"], "'jduge' is not a verifier"),
         (["run", "--controller", "bon", "--select", "vote"], "select: Input should be"),
         (["run", "--controller", "sc", "--min-p", "2"], "min_p: Input should be"),
+        # one controller registry: unknown types and fields are named, with what is known
+        (["run", "--controller", "foo"], "unknown controller type 'foo'; known: ace, agent"),
+        (
+            ["run", "--controller", '{"type": "pf", "widht": 2}'],
+            "controller 'pf': unknown field 'widht'",
+        ),
+        (
+            ["run", "--controller", '{"type": "psr", "inner": {"type": "sc", "m": 1}}'],
+            "controller 'sc' at inner: unknown field 'm'",
+        ),
+        (["run", "--controller", "beam", "--k", "3"], "--k does not apply to --controller beam"),
         # each of these printed a traceback once (#19); the files are BAD_FILES, in the cwd
         (["run", "--controller", ""], "--controller is empty"),
         (["run", "--controller", "a-dir"], "is a directory, not a spec file"),

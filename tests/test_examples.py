@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from agentic.agent import ToolAgent
-from agentic.pipeline import Builder, parse_spec
+from agentic.registry import BuildContext, parse_controller_spec
 from agentic.suites import load_suite
 from backends.base import Capabilities
 from backends.testing import ScriptedBackend
@@ -71,8 +71,8 @@ def test_each_example_documents_how_to_run_it(name: str) -> None:
 def test_the_pipeline_spec_validates_and_builds_the_nested_controllers() -> None:
     backend = ScriptedBackend(lambda prefix, j: ("4", True))
     backend.capabilities = Capabilities(prefix=True, score=True)  # built only, never called
-    spec = parse_spec(str(EXAMPLES / "pipeline.yaml"))
-    psr = Builder(backend, load_suite("basic_arithmetic", n=1), lambda uri: backend).build(spec)
+    spec = parse_controller_spec(str(EXAMPLES / "pipeline.yaml"))
+    psr = BuildContext(backend, load_suite("basic_arithmetic", n=1)).build(spec)
     assert isinstance(psr, ProgressiveSelfReflection) and psr.max_rounds == 1
     router = psr.inner
     assert isinstance(router, A2FMRouter)

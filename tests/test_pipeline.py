@@ -11,18 +11,16 @@ import pytest
 from test_cli import agentic
 
 from agentic.agent import ToolAgent
-from agentic.build import ControllerSpec
+from agentic.build import EntropicParticleFilterSpec, ParticleFilterSpec
 from agentic.core import ConfigError, StoreError
 from agentic.pipeline import (
     AgentSpec,
-    Builder,
     PSRSpec,
     RouterSpec,
     SelfConsistencySpec,
     memory_nodes,
-    parse_spec,
-    validate_spec,
 )
+from agentic.registry import BuildContext, parse_controller_spec
 from agentic.suites import load_suite
 from backends.base import Capabilities
 from backends.testing import ScriptedBackend
@@ -51,49 +49,69 @@ inner:
 
 
 def test_names_files_and_inline_json_parse_to_the_same_specs(tmp_path: Path) -> None:
-    assert parse_spec("sc") == SelfConsistencySpec(type="sc")
-    assert parse_spec("pf") == ControllerSpec(type="pf")
-    assert parse_spec("router") == RouterSpec(type="router")
+    assert parse_controller_spec("sc") == SelfConsistencySpec(type="sc")
+    assert parse_controller_spec("pf") == ParticleFilterSpec()
+    assert parse_controller_spec("router") == RouterSpec(type="router")
     yaml_file = tmp_path / "p.yaml"
     yaml_file.write_text(COMPOSED)
-    spec = parse_spec(str(yaml_file))
+    spec = parse_controller_spec(str(yaml_file))
     assert isinstance(spec, PSRSpec) and isinstance(spec.inner, RouterSpec)
     assert spec.inner.reasoning == SelfConsistencySpec(type="sc", n=2, max_tokens=32)
     assert spec.inner.agentic == AgentSpec(type="agent", tools=("calculator",), max_steps=3)
     json_file = tmp_path / "p.json"
     json_file.write_text(json.dumps(spec.model_dump(mode="json")))
-    assert parse_spec(str(json_file)) == spec == parse_spec(json.dumps(spec.model_dump()))
+    assert (
+        parse_controller_spec(str(json_file))
+        == spec
+        == parse_controller_spec(json.dumps(spec.model_dump()))
+    )
+    assert parse_controller_spec(spec.model_dump()) == spec  # the dict a run records
 
 
-def test_recorded_search_specs_still_parse() -> None:
-    # what `agentic run` recorded before pipelines existed: a flat ControllerSpec dump
-    old = ControllerSpec(type="epf", samples=4).model_dump(mode="json")
-    assert validate_spec(old) == ControllerSpec(type="epf", samples=4)
-    assert validate_spec({}) == ControllerSpec()  # no type: direct
+def test_a_pipeline_round_trips_through_yaml(tmp_path: Path) -> None:
+    yaml = pytest.importorskip("yaml")
+    source = tmp_path / "p.yaml"
+    epf = "reasoning: {type: epf, samples: 4, lookahead: false}"
+    source.write_text(COMPOSED.replace("reasoning: {type: sc, n: 2, max_tokens: 32}", epf))
+    spec = parse_controller_spec(str(source))
+    assert isinstance(spec, PSRSpec) and isinstance(spec.inner, RouterSpec)
+    assert spec.inner.reasoning == EntropicParticleFilterSpec(samples=4, lookahead=False)
+    for dump in (spec.model_dump(mode="json"), spec.model_dump(mode="json", exclude_defaults=True)):
+        again = tmp_path / "again.yaml"
+        again.write_text(yaml.safe_dump(dump))
+        assert parse_controller_spec(str(again)) == spec
+    # every nested node keeps its own type's fields in the dump, and only those
+    reasoning = spec.model_dump()["inner"]["reasoning"]
+    assert reasoning["type"] == "epf" and reasoning["lookahead"] is False
+    assert "width" not in reasoning and "max_tokens" not in reasoning
 
 
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ('{"type": "router", "reasoning": {"type": "sc", "n": 0}}', "reasoning.n: Input should"),
-        ('{"type": "psr", "inner": {"type": "nope"}}', "inner: unknown controller type"),
+        (
+            '{"type": "router", "reasoning": {"type": "sc", "n": 0}}',
+            "controller 'sc' at reasoning: n: Input should",
+        ),
+        ('{"type": "psr", "inner": {"type": "nope"}}', "inner: unknown controller type 'nope'"),
         ('{"type": "agent", "tools": ["browser"]}', "tools.0: Input should be 'calculator'"),
         ('{"type": "cyberv", "theta": 2}', "theta: Input should be less than or equal to 1"),
-        ('{"type": "sc", "m": 3}', "m: Extra inputs are not permitted"),
+        ('{"type": "sc", "m": 3}', "controller 'sc': unknown field 'm'"),
         ('{"type": ', "inline JSON is invalid"),
-        ("missing.yaml", "not a controller type"),
+        ("missing.yaml", "unknown controller type 'missing.yaml'; known: .*or a .yaml/.json"),
     ],
 )
 def test_bad_specs_name_the_field(text: str, needle: str) -> None:
-    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
-        parse_spec(text)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")) as e:
+        parse_controller_spec(text)
+    assert "\n" not in str(e.value)
 
 
 def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("type: [sc\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
-        parse_spec(str(bad))
+        parse_controller_spec(str(bad))
 
 
 def test_nested_specs_build_nested_controllers(tmp_path: Path) -> None:
@@ -112,8 +130,8 @@ def test_nested_specs_build_nested_controllers(tmp_path: Path) -> None:
 
     spec_file = tmp_path / "p.yaml"
     spec_file.write_text(COMPOSED.replace("max_rounds: 1", "max_rounds: 1\njudge: other:judge"))
-    builder = Builder(backend, suite, load)
-    psr = builder.build(parse_spec(str(spec_file)))
+    builder = BuildContext(backend, suite, load)
+    psr = builder.build(parse_controller_spec(str(spec_file)))
     assert isinstance(psr, ProgressiveSelfReflection) and loaded == ["other:judge"]
     router = psr.inner
     assert isinstance(router, A2FMRouter)
@@ -121,11 +139,11 @@ def test_nested_specs_build_nested_controllers(tmp_path: Path) -> None:
     assert isinstance(router.modes["reasoning"], SelfConsistency)
     agent = router.modes["agentic"]
     assert isinstance(agent, ToolAgent) and list(agent.tools) == ["calculator"]
-    assert isinstance(builder.build(parse_spec("cyberv")), CyberVLoop)
+    assert isinstance(builder.build(parse_controller_spec("cyberv")), CyberVLoop)
     with pytest.raises(ConfigError, match="search_docs"):
-        builder.build(validate_spec({"type": "agent", "tools": ["search_docs"]}))
+        builder.build({"type": "agent", "tools": ["search_docs"]})
     with pytest.raises(ConfigError, match=r"router\.path"):
-        builder.build(validate_spec({"type": "router", "policy": "learned"}))
+        builder.build({"type": "router", "policy": "learned"})
 
 
 @pytest.mark.slow
@@ -154,7 +172,7 @@ def test_memory_nodes_build_on_their_stores_and_close_them(tmp_path: Path) -> No
     backend = ScriptedBackend(lambda prefix, j: ("4", True))
     suite = load_suite("basic_arithmetic", n=2)
     store = tmp_path / "memory.db"
-    spec = validate_spec(
+    spec = parse_controller_spec(
         {
             "type": "cases",
             "store": str(store),
@@ -163,7 +181,7 @@ def test_memory_nodes_build_on_their_stores_and_close_them(tmp_path: Path) -> No
         }
     )
     assert memory_nodes(spec) == ["controller", "controller.executor"]
-    builder = Builder(backend, suite, lambda uri: backend)
+    builder = BuildContext(backend, suite, lambda uri: backend)
     agent = builder.build(spec)
     assert isinstance(agent, CaseMemoryAgent) and agent.bank.name == "default"
     assert isinstance(agent.executor, ACE) and agent.executor.online_learning is False
@@ -171,14 +189,14 @@ def test_memory_nodes_build_on_their_stores_and_close_them(tmp_path: Path) -> No
     # the last connection to close checkpoints the write-ahead log and removes it
     assert store.exists() and not Path(f"{store}-wal").exists()
     with pytest.raises(ConfigError, match=r"store: Field required"):
-        validate_spec({"type": "ace"})
-    with pytest.raises(ConfigError, match=r"executor.*unknown controller type"):
-        validate_spec({"type": "cases", "store": "x.db", "executor": {"type": "nope"}})
+        parse_controller_spec({"type": "ace"})
+    with pytest.raises(ConfigError, match=r"executor: unknown controller type 'nope'"):
+        parse_controller_spec({"type": "cases", "store": "x.db", "executor": {"type": "nope"}})
     foreign = tmp_path / "foreign.db"
     foreign.write_bytes(b"not a database at all")
     with pytest.raises(StoreError, match="not an SQLite file"):
-        Builder(backend, suite, lambda uri: backend).build(
-            validate_spec({"type": "ace", "store": str(foreign)})
+        BuildContext(backend, suite, lambda uri: backend).build(
+            {"type": "ace", "store": str(foreign)}
         )
     assert foreign.read_bytes() == b"not a database at all"
 

@@ -19,7 +19,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def spec(type_: str, **kw: Any) -> dict[str, Any]:
-    """A controller as `agentic run` records it (ControllerSpec.model_dump)."""
+    """A controller as `agentic run` recorded it before each type had its own spec: a flat dump
+    with every type's fields (newer recordings hold only the type's own)."""
     base: dict[str, Any] = {
         "type": type_,
         "max_tokens": 64,

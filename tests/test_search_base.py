@@ -201,32 +201,35 @@ async def test_trace_show_tree_draws_each_search(tmp_path: object) -> None:
 
 
 def test_a_head_reward_needs_a_path_and_a_local_model() -> None:
-    from agentic.build import ControllerSpec, build_controller
+    from agentic.build import ParticleFilterSpec
+    from agentic.registry import BuildContext
     from agentic.suites import load_suite
 
     suite = load_suite("basic_arithmetic", n=1, seed=0)
-    backend = ScriptedBackend(lambda prefix, j: ("1", True))
+    ctx = BuildContext(ScriptedBackend(lambda prefix, j: ("1", True)), suite)
     with pytest.raises(ConfigError, match="needs head="):
-        build_controller(ControllerSpec(type="pf", reward="head"), backend, suite)
-    spec = ControllerSpec(type="pf", reward="head", head="h.pt")
+        ctx.build(ParticleFilterSpec(reward="head"))
     with pytest.raises(ConfigError, match=r"local transformers backend.*ScriptedBackend"):
-        build_controller(spec, backend, suite)
+        ctx.build(ParticleFilterSpec(reward="head", head="h.pt"))
 
 
 def test_the_weight_temperature_reaches_both_particle_filters() -> None:
     from pydantic import ValidationError
 
-    from agentic.build import ControllerSpec, build_controller
+    from agentic.build import ParticleFilterSpec
+    from agentic.registry import BuildContext
     from agentic.suites import load_suite
 
     suite = load_suite("basic_arithmetic", n=1, seed=0)
-    backend = ScriptedBackend(lambda prefix, j: ("1", True))
+    ctx = BuildContext(ScriptedBackend(lambda prefix, j: ("1", True)), suite)
     for kind in ("pf", "epf"):
-        built = build_controller(ControllerSpec(type=kind, weight_temperature=0.2), backend, suite)
+        built = ctx.build({"type": kind, "weight_temperature": 0.2})
         assert built.temperature == 0.2  # type: ignore[attr-defined]
-        assert build_controller(ControllerSpec(type=kind), backend, suite).temperature == 1.0  # type: ignore[attr-defined]
+        assert ctx.build(kind).temperature == 1.0  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="controller 'pf': weight_temperature: Input should"):
+        ctx.build({"type": "pf", "weight_temperature": 0.0})
     with pytest.raises(ValidationError, match="weight_temperature"):
-        ControllerSpec(type="pf", weight_temperature=0.0)
+        ParticleFilterSpec(weight_temperature=0.0)
 
 
 async def test_rate_asks_a_prefix_only_prm_about_whole_texts_under_last() -> None:

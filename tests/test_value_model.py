@@ -85,12 +85,13 @@ def test_the_shipped_value_model_was_fit_on_train_families_only() -> None:
 
 
 async def test_reward_value_in_a_spec_searches_with_the_shipped_model(smollm2: Any) -> None:
-    from agentic.build import ControllerSpec, build_controller
+    from agentic.build import BestOfNSpec
+    from agentic.registry import BuildContext
     from agentic.suites import load_suite
 
     suite = load_suite("basic_arithmetic", n=1, seed=3)
-    spec = ControllerSpec(type="bon", reward="value", samples=2, max_steps=2)
-    controller: Any = build_controller(spec, smollm2, suite)
+    spec = BestOfNSpec(reward="value", samples=2, max_steps=2)
+    controller: Any = BuildContext(smollm2, suite).build(spec)
     with Budget() as budget:
         result = await controller.search(suite.tasks[0])
     assert result.answer and budget.spent.reward_calls >= 2
