@@ -17,9 +17,9 @@ _LAZY = {
     "load_backend": "backends",
     "DEFAULT_BACKEND": "backends",
     "Direct": "controllers",
-    "run_suite": "agentic.runner",
-    "RunResult": "agentic.runner",
-    "load_suite": "agentic.suites",
+    "run_suite": "agentic.runtime.runner",
+    "RunResult": "agentic.runtime.runner",
+    "load_suite": "agentic.runtime.suites",
 }
 
 __all__ = [*_core_all, *_LAZY, "__version__"]

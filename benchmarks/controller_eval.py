@@ -53,8 +53,8 @@ from controllers_common import (
 )
 
 from agentic.core import Controller, Outcome, SamplingParams, Task
-from agentic.runner import run_suite
-from agentic.suites import load_suite
+from agentic.runtime.runner import run_suite
+from agentic.runtime.suites import load_suite
 from backends import Backend, load_backend
 from controllers import (
     CyberVLoop,

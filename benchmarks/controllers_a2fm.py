@@ -26,11 +26,11 @@ from typing import Any, cast
 from controllers_common import Target, show
 from mixed_suite import KINDS, MixedSuite
 
-from agentic.agent import ToolAgent
+from agentic.agents import ToolAgent
+from agentic.agents.tools import calculator
 from agentic.core import Context, Controller, Outcome, SamplingParams, Task
-from agentic.runner import run_suite
-from agentic.suites import ANSWER_INSTRUCTION
-from agentic.tools import calculator
+from agentic.runtime.runner import run_suite
+from agentic.runtime.suites import ANSWER_INSTRUCTION
 from backends import Backend
 from controllers import (
     A2FMRouter,

@@ -29,8 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agentic.core import Context, Outcome, SamplingParams, Task, TaskSuite
-from agentic.runner import RunResult, run_suite
-from agentic.suites import load_suite
+from agentic.runtime.runner import RunResult, run_suite
+from agentic.runtime.suites import load_suite
 from backends import Backend, load_backend
 from controllers import EntropyAdaptiveDecoding
 from controllers.entropy_switch import PromptFormat, request_for, resolve_format

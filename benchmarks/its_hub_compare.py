@@ -98,7 +98,7 @@ from its_hub_adapter import ItsHubPRM
 from servers import MODEL, VLLM_PYTHON, Server, start_vllm
 
 from agentic.core import Budget, Context, Task, TaskSuite, Usage
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends import load_backend
 from search import EntropicParticleFilter, JudgeReward, ParticleFilter, StepGenerator
 

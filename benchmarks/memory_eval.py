@@ -39,10 +39,10 @@ from controllers_common import run_all
 from rich.console import Console
 from rich.table import Table
 
-from agentic.agent import ToolAgent
+from agentic.agents import ToolAgent
+from agentic.agents.tools import calculator
 from agentic.core import Context, Controller, Outcome, Task, TaskSuite
-from agentic.suites import load_suite
-from agentic.tools import calculator
+from agentic.runtime.suites import load_suite
 from backends import Backend, load_backend
 from controllers import ACE, CaseMemoryAgent, Direct
 from memory import CaseBank, CasePolicy, Playbook

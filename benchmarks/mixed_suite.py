@@ -6,7 +6,7 @@ Three kinds of task, in equal numbers, with fixed train and test splits:
   135M model alone almost never does;
 - `reasoning`: reasoning-gym `basic_arithmetic` with three one-digit terms (seeded): small
   enough to work out, hard enough that the model alone often slips.
-The checker reads the answer as `agentic.suites.extract_answer` does and compares numbers by
+The checker reads the answer as `agentic.runtime.suites.extract_answer` does and compares numbers by
 value and words case-insensitively.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from agentic.core import ConfigError, Task, TaskSuite, extract_answer
-from agentic.suites import ANSWER_INSTRUCTION
+from agentic.runtime.suites import ANSWER_INSTRUCTION
 
 TRIVIAL: list[tuple[str, str]] = [
     ("What is the capital of France?", "Paris"),

@@ -9,7 +9,7 @@ so they can be run one at a time). Definitions:
 - refusal: a greedy answer (48 tokens) matches one of `controllers.harm_judge.REFUSAL_PATTERNS`;
   benign *changed*: the steered answer refuses where the unsteered one did not, or its text is
   less than 50% similar (difflib ratio) to the unsteered answer.
-- concept: share of answers whose code `agentic.cli_steer.code_language` reads as the target.
+- concept: share of answers whose code `agentic.cli.steer.code_language` reads as the target.
 - routers: accuracy (checker) on basic_arithmetic 2 terms x 1 digit (50 tasks, seed 0, greedy);
   held-out perplexity on standard-library docstrings teacher-forced with the routing the text
   itself gets at prefill; share of layer executions skipped per request (and of feed-forward
@@ -37,9 +37,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from agentic.cli_steer import code_language, code_tasks
+from agentic.cli.steer import code_language, code_tasks
 from agentic.core import GenerateRequest, InterventionRef, SamplingParams, Tracer
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends import load_backend
 from backends.interventions.drllm import _answer_loglik, fit_drllm
 from backends.interventions.first_training import train_routers as train_first

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentic.core import Context
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends import TransformersBackend, load_backend
 from search import CheckerReward, ParticleFilter, StepGenerator
 

@@ -4,7 +4,7 @@ For each configuration of `arithmetic_configs.SUITES` (reasoning-gym `basic_arit
 tasks each, seed 0) and each controller below, the script runs the suite through `run_suite`
 (16 tasks in flight), records it (`benchmarks/results/search/<reward>/<suite>/<name>.jsonl`,
 replayable with `agentic replay`), then prints a table and writes `summary.json` and one PNG of
-accuracy-vs-tokens curves per suite (`agentic.plot`).
+accuracy-vs-tokens curves per suite (`agentic.runtime.plot`).
 
 Controllers, in the order they run (all steps end at "\\n\\n" or after 32 tokens, at most 4
 steps, temperature 0.7): greedy; best-of-N; A* (k=4) with cost mean_gap; particle filtering and
@@ -48,7 +48,12 @@ from arithmetic_configs import SUITES
 from rich.console import Console
 from rich.table import Table
 
-from agentic.build import (
+from agentic.core import JSONLSink, Task, TaskSuite, Tracer, read_events
+from agentic.runtime.plot import Point, budget_points, plot_budget
+from agentic.runtime.runner import run_suite
+from agentic.runtime.suites import load_suite
+from agentic.specs.registry import BuildContext, Spec
+from agentic.specs.searches import (
     AStarSpec,
     BeamSpec,
     BestOfNSpec,
@@ -56,11 +61,6 @@ from agentic.build import (
     EntropicParticleFilterSpec,
     ParticleFilterSpec,
 )
-from agentic.core import JSONLSink, Task, TaskSuite, Tracer, read_events
-from agentic.plot import Point, budget_points, plot_budget
-from agentic.registry import BuildContext, Spec
-from agentic.runner import run_suite
-from agentic.suites import load_suite
 from backends import Backend, TransformersBackend, load_backend
 from search.base import StepGenerator
 from search.best_of_n import split_steps

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentic.core import TaskSuite
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends import TransformersBackend, load_backend
 from search.base import StepGenerator
 from search.head_reward import HeadReward, LabelledPrefix, collect_labels, train_head

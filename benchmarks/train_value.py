@@ -37,10 +37,10 @@ from ttc_matrix import EVAL, RESULTS, SEED, TRAIN, _lines, messages
 from ttc_stats import ece, roc_auc
 from value_labels import LABELS, label_files, read_labels
 
+from agentic.agents.verifiers import program_reward
 from agentic.core import ConfigError, Task
 from agentic.core.answers import read_answer
-from agentic.suites import load_suite
-from agentic.verifiers import program_reward
+from agentic.runtime.suites import load_suite
 from backends import TransformersBackend, load_backend
 from search.confidence import ConfidenceReward
 from search.head_reward import HeadReward, LabelledPrefix

@@ -31,7 +31,7 @@ from ttc_matrix import EVAL, RESULTS, SEED, TRAIN, _lines, messages
 from ttc_stats import roc_auc
 
 from agentic.core import ConfigError, Task
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends import TransformersBackend, load_backend
 from search.head_reward import LabelledPrefix, train_head
 

@@ -70,7 +70,7 @@ from agentic.core import (
     Task,
     TaskSuite,
 )
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends import Backend, load_backend
 from search.confidence import STATISTICS, generation_confidences, trace_confidence
 
@@ -205,7 +205,7 @@ class Verifiers:
                 raise ConfigError("verifier 'head' needs a local transformers backend")
             self.rewards["head"] = HeadReward.load(backend, head, messages=messages)
         if "program" in names:
-            from agentic.verifiers import program_reward
+            from agentic.agents.verifiers import program_reward
 
             self.rewards["program"] = program_reward(backend, answer_of=suite.extract)
 
@@ -342,7 +342,7 @@ async def run_searches(
     """Each search controller in `args.controllers` on every task of `family`: its answer's
     score, generated tokens (verifier generation included), steps in the answer, rounds and
     resampled rounds (from its `search.round` events), and seconds."""
-    from agentic.registry import BuildContext, parse_controller_spec
+    from agentic.specs.registry import BuildContext, parse_controller_spec
 
     suite = load_suite(family.dataset, n=args.tasks, seed=SEED, config=family.config)
     for name in args.controllers:

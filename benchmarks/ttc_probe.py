@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from agentic.core import AgenticError, SamplingParams
-from agentic.runner import run_suite
-from agentic.suites import load_suite
+from agentic.runtime.runner import run_suite
+from agentic.runtime.suites import load_suite
 from backends import load_backend
 from controllers import Direct
 

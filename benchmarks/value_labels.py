@@ -28,7 +28,7 @@ from pathlib import Path
 from ttc_matrix import DEFAULT_SAMPLING, DEFAULT_SEARCH, EVAL, RESULTS, SEED, TRAIN, Family, _lines
 
 from agentic.core import ConfigError, Task
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends import TransformersBackend, load_backend
 from search.base import StepGenerator
 from search.head_reward import LabelledPrefix, collect_labels

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from agentic import Task, load_backend
-from agentic.agent import ToolAgent
-from agentic.tools import calculator
+from agentic.agents import ToolAgent
+from agentic.agents.tools import calculator
 from controllers import CaseMemoryAgent
 from memory import CaseBank, SentenceTransformerEmbedder
 

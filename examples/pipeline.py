@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from agentic import Budget, Event, Outcome, Tracer, load_backend, load_suite, run_suite
-from agentic.registry import BuildContext, parse_controller_spec
+from agentic.specs.registry import BuildContext, parse_controller_spec
 
 SPEC = Path(__file__).with_name("pipeline.yaml")
 SHOWN = {  # the payload fields worth a glance, per event type

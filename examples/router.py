@@ -16,9 +16,9 @@ import asyncio
 import re
 
 from agentic import Context, Outcome, SamplingParams, Task, load_backend
-from agentic.agent import ToolAgent
+from agentic.agents import ToolAgent
+from agentic.agents.tools import calculator
 from agentic.core import extract_answer
-from agentic.tools import calculator
 from controllers import A2FMRouter, Direct, SelfConsistency, SelfTagPolicy
 from controllers.router import Mode, RouteDecision, RoutingPolicy
 

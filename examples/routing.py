@@ -14,7 +14,7 @@ import asyncio
 
 from agentic import load_backend
 from agentic.core import GenerateRequest, InterventionRef, Tracer
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends.interventions.drllm import fit_drllm
 from backends.interventions.static import LayerSkip
 

@@ -16,8 +16,8 @@ import json
 from typing import Any
 
 from agentic import Event, Message, Outcome, SamplingParams, Task, Tracer, load_backend
-from agentic.agent import ToolAgent
-from agentic.tools import calculator, python_tool, tool
+from agentic.agents import ToolAgent
+from agentic.agents.tools import calculator, python_tool, tool
 
 
 @tool

@@ -10,9 +10,9 @@ from the logprobs they were sampled with (no extra forward).
 
 import asyncio
 
-from agentic.registry import BuildContext
-from agentic.runner import run_suite
-from agentic.suites import load_suite
+from agentic.runtime.runner import run_suite
+from agentic.runtime.suites import load_suite
+from agentic.specs.registry import BuildContext
 from backends import load_backend
 
 

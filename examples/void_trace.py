@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 
 from agentic import load_backend
-from agentic.cli_route import bars, save_trace_png
+from agentic.cli.route import bars, save_trace_png
 from agentic.core import GenerateRequest, InterventionRef
 from backends.interventions.static import ActivityTrace
 

@@ -15,7 +15,7 @@ Symbols -> code:
   (`ProgramReward.runs`), so the N candidates of a task, scored in any number of calls, share
   one program generation;
 - o_i = exec(P_i): the injected `run(code)` (stdout, or None when P_i failed, timed out or
-  printed nothing); search/ cannot import the sandbox, so `agentic.verifiers.sandbox_runner`
+  printed nothing); search/ cannot import the sandbox, so `agentic.agents.verifiers.sandbox_runner`
   builds the usual runner;
 - a(y): the final answer of a text (`answer_of(task, y)`, default `last_answer`), read from the
   candidates and the program outputs alike; a ≡ b is `same_answer` (numbers compare by value);
@@ -140,7 +140,7 @@ class ProgramReward:
 
     Args:
         backend: the policy that writes the programs.
-        run: executes one program (`agentic.verifiers.sandbox_runner()` in a sandbox).
+        run: executes one program (`agentic.agents.verifiers.sandbox_runner()` in a sandbox).
         k: programs per task; more than one needs sampling (`temperature`).
         temperature: for the programs; None means greedy for one program and 0.7 for several.
         max_tokens: per program.

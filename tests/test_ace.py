@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agentic.core import Budget, Context, Event, SamplingParams, Task, Tracer
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends.base import Capabilities
 from backends.testing import ScriptedBackend
 from controllers.ace import ACE

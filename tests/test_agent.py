@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from agentic.agent import ToolAgent, action_schema
+from agentic.agents import ToolAgent, action_schema
+from agentic.agents.tools import calculator, tool
 from agentic.core import (
     Budget,
     ConfigError,
@@ -16,7 +17,6 @@ from agentic.core import (
     Task,
     Tracer,
 )
-from agentic.tools import calculator, tool
 from backends.base import Capabilities
 from backends.replay import ReplayBackend
 from backends.testing import ScriptedBackend

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentic.core import Task, extract_answer
-from agentic.registry import BuildContext
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
+from agentic.specs.registry import BuildContext
 from backends.testing import ScriptedBackend
 
 

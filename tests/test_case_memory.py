@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agentic.agent import ToolAgent
+from agentic.agents import ToolAgent
+from agentic.agents.tools import calculator
 from agentic.core import (
     Budget,
     ConfigError,
@@ -29,7 +30,6 @@ from agentic.core import (
     Tracer,
     Usage,
 )
-from agentic.tools import calculator
 from backends.base import BaseBackend, Capabilities
 from backends.testing import ScriptedBackend
 from controllers import CaseMemoryAgent, Direct

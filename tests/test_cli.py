@@ -222,7 +222,7 @@ RIGHT = 3  # the stub answers the first RIGHT tasks correctly, the rest wrongly
 def _scripted_answers(delay: float) -> Callable[[str, bytes], bytes]:
     """A server's POST answer: right for the first RIGHT tasks of the suite, wrong for the rest,
     each after `delay` seconds (so summed request latency exceeds the wall clock)."""
-    from agentic.suites import load_suite
+    from agentic.runtime.suites import load_suite
 
     tasks = load_suite("basic_arithmetic", n=N_STUB, seed=0).tasks
     answers = {t.input: str(t.answer) if i < RIGHT else "wrong" for i, t in enumerate(tasks)}
@@ -296,9 +296,9 @@ async def test_the_live_bar_shows_tokens_and_eta() -> None:
 
     from rich.console import Console
 
-    from agentic.cli_progress import solve_with_progress
+    from agentic.cli.progress import solve_with_progress
     from agentic.core import Budget
-    from agentic.suites import load_suite
+    from agentic.runtime.suites import load_suite
     from backends.testing import ScriptedBackend
     from controllers import Direct
 

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def lm(smollm2: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr("agentic.cli_steer._load_backend", lambda uri: smollm2)
-    monkeypatch.setattr("agentic.cli_route._load_backend", lambda uri: smollm2)
+    monkeypatch.setattr("agentic.cli.steer._load_backend", lambda uri: smollm2)
+    monkeypatch.setattr("agentic.cli.route._load_backend", lambda uri: smollm2)
     yield smollm2
     smollm2.clear_interventions()
 

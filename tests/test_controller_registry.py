@@ -16,11 +16,12 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from agentic import registry
-from agentic.cli_spec import controller_spec
+from agentic.cli.spec import controller_spec
 from agentic.core import ConfigError, Context, GenerateRequest, Outcome, SamplingParams, Task
-from agentic.pipeline import PSRSpec, memory_nodes
-from agentic.registry import (
+from agentic.runtime.suites import load_suite
+from agentic.specs import registry
+from agentic.specs.pipeline import PSRSpec, memory_nodes
+from agentic.specs.registry import (
     BuildContext,
     Spec,
     controller_types,
@@ -28,7 +29,6 @@ from agentic.registry import (
     register_controller,
     spec_class,
 )
-from agentic.suites import load_suite
 from backends.base import Capabilities
 from backends.testing import FunctionBackend
 
@@ -208,7 +208,7 @@ PLUGIN = textwrap.dedent(
     """
     from typing import ClassVar, Literal
 
-    from agentic.registry import BuildContext, Spec
+    from agentic.specs.registry import BuildContext, Spec
     from test_controller_registry import Shortest
 
 

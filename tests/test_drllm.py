@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agentic.core import ConfigError, GenerateRequest, InterventionRef
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from backends.interventions.drllm import (
     EXECUTE,
     REPEAT,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from agentic.agent import ToolAgent
-from agentic.registry import BuildContext, parse_controller_spec
-from agentic.suites import load_suite
+from agentic.agents import ToolAgent
+from agentic.runtime.suites import load_suite
+from agentic.specs.registry import BuildContext, parse_controller_spec
 from backends.base import Capabilities
 from backends.testing import ScriptedBackend
 from controllers import A2FMRouter, Direct, ProgressiveSelfReflection, SelfConsistency

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from agentic.cli_steer import code_language, code_tasks
+from agentic.cli.steer import code_language, code_tasks
 from agentic.core import ConfigError, GenerateRequest, InterventionRef, Tracer
 from backends.interventions.gact import (
     Probes,

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from servers import COMPLETION, MODELS, Reply, stub_server
 from test_cli import agentic
 
-from agentic.cli import _resumable
-from agentic.cli_spec import parse_config
+from agentic.cli.commands import _resumable
+from agentic.cli.spec import parse_config
 from agentic.core import (
     BackendUnavailable,
     ConfigError,
@@ -29,8 +29,8 @@ from agentic.core import (
     read_events,
     redact_uri,
 )
-from agentic.runner import run_suite
-from agentic.suites import load_suite
+from agentic.runtime.runner import run_suite
+from agentic.runtime.suites import load_suite
 from backends.openai_backend import OpenAIBackend
 from backends.testing import ScriptedBackend
 from controllers import Direct
@@ -283,7 +283,7 @@ SPEC_KEYS = st.sampled_from(
     | JSON
 )
 def test_any_spec_validates_or_names_what_is_wrong(data: Any) -> None:
-    from agentic.registry import parse_controller_spec
+    from agentic.specs.registry import parse_controller_spec
 
     try:
         parse_controller_spec(data, files=False)

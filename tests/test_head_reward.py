@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agentic.core import Budget, ConfigError, Message, Task
-from agentic.suites import load_suite
+from agentic.runtime.suites import load_suite
 from search.base import StepGenerator
 from search.head_reward import (
     HeadReward,

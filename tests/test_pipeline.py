@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 from test_cli import agentic
 
-from agentic.agent import ToolAgent
-from agentic.build import EntropicParticleFilterSpec, ParticleFilterSpec
+from agentic.agents import ToolAgent
 from agentic.core import ConfigError, StoreError
-from agentic.pipeline import (
+from agentic.runtime.suites import load_suite
+from agentic.specs.pipeline import (
     AgentSpec,
     PSRSpec,
     RouterSpec,
     SelfConsistencySpec,
     memory_nodes,
 )
-from agentic.registry import BuildContext, parse_controller_spec
-from agentic.suites import load_suite
+from agentic.specs.registry import BuildContext, parse_controller_spec
+from agentic.specs.searches import EntropicParticleFilterSpec, ParticleFilterSpec
 from backends.base import Capabilities
 from backends.testing import ScriptedBackend
 from controllers import (

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from agentic.cli import app
 from agentic.core import ConfigError, JSONLSink, Tracer, emit
-from agentic.plot import budget_points, plot_budget
+from agentic.runtime.plot import budget_points, plot_budget
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -266,7 +266,7 @@ def test_command_error_is_one_line(tmp_path: Path) -> None:
 
 def test_importing_agentic_or_plot_does_not_load_matplotlib() -> None:
     code = (
-        "import sys, agentic, agentic.plot, agentic.cli; "
+        "import sys, agentic, agentic.runtime.plot, agentic.cli; "
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

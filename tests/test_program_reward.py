@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from agentic.agents.verifiers import program_reward, sandbox_runner
 from agentic.core import Budget, ConfigError, GenerateRequest, Task
-from agentic.suites import load_suite
-from agentic.verifiers import program_reward, sandbox_runner
+from agentic.runtime.suites import load_suite
 from backends import Backend
 from backends.base import Capabilities
 from backends.testing import ScriptedBackend

@@ -54,7 +54,7 @@ def _parse_every_line(path: Path) -> list[Event]:
 
 
 def _suite_ids(n: int, seed: int = 0) -> list[str]:
-    from agentic.suites import load_suite
+    from agentic.runtime.suites import load_suite
 
     return [t.id for t in load_suite(SUITE, n=n, seed=seed).tasks]
 
@@ -109,7 +109,7 @@ def test_resume_after_sigkill_finishes_only_missing_tasks(tmp_path: Path) -> Non
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"{n} done, 0 not run" in res.stdout, res.stdout
 
-    from agentic.runner import RunResult
+    from agentic.runtime.runner import RunResult
 
     result = RunResult.model_validate_json((tmp_path / "out.json").read_text())
     ids = [o.task_id for o in result.outcomes]

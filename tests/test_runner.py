@@ -16,8 +16,8 @@ from agentic.core import (
     Tracer,
     read_events,
 )
-from agentic.runner import run_suite
-from agentic.suites import load_suite
+from agentic.runtime.runner import run_suite
+from agentic.runtime.suites import load_suite
 from backends.replay import ReplayBackend
 from controllers import Direct
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from agentic.agents.tools import PythonSandbox, SandboxResult, kernel_isolation, python_tool
+from agentic.agents.tools.sandbox import CHILD_SCRIPT, KernelIsolation, _namespace_setup
 from agentic.core import ConfigError
-from agentic.tools import PythonSandbox, SandboxResult, kernel_isolation, python_tool
-from agentic.tools.sandbox import CHILD_SCRIPT, KernelIsolation, _namespace_setup
 
 
 @pytest.fixture(scope="module")

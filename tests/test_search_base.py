@@ -201,9 +201,9 @@ async def test_trace_show_tree_draws_each_search(tmp_path: object) -> None:
 
 
 def test_a_head_reward_needs_a_path_and_a_local_model() -> None:
-    from agentic.build import ParticleFilterSpec
-    from agentic.registry import BuildContext
-    from agentic.suites import load_suite
+    from agentic.runtime.suites import load_suite
+    from agentic.specs.registry import BuildContext
+    from agentic.specs.searches import ParticleFilterSpec
 
     suite = load_suite("basic_arithmetic", n=1, seed=0)
     ctx = BuildContext(ScriptedBackend(lambda prefix, j: ("1", True)), suite)
@@ -216,9 +216,9 @@ def test_a_head_reward_needs_a_path_and_a_local_model() -> None:
 def test_the_weight_temperature_reaches_both_particle_filters() -> None:
     from pydantic import ValidationError
 
-    from agentic.build import ParticleFilterSpec
-    from agentic.registry import BuildContext
-    from agentic.suites import load_suite
+    from agentic.runtime.suites import load_suite
+    from agentic.specs.registry import BuildContext
+    from agentic.specs.searches import ParticleFilterSpec
 
     suite = load_suite("basic_arithmetic", n=1, seed=0)
     ctx = BuildContext(ScriptedBackend(lambda prefix, j: ("1", True)), suite)

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from agentic.cli import app
-from agentic.cli_steer import code_language, code_tasks, refusal_pairs
+from agentic.cli.steer import code_language, code_tasks, refusal_pairs
 from agentic.core import ConfigError, GenerateRequest
 from backends.interventions.steering_vectors import (
     META_KEY,
@@ -243,7 +243,7 @@ def test_cli_extract_writes_a_loadable_file(
     smollm2: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr("agentic.cli_steer._load_backend", lambda uri: smollm2)
+    monkeypatch.setattr("agentic.cli.steer._load_backend", lambda uri: smollm2)
     pairs = tmp_path / "tiny.jsonl"
     pairs.write_text(
         "\n".join(json.dumps({"positive": p, "negative": n}) for p, n in TRAIN[:3]) + "\n"

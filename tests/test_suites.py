@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentic.core import ConfigError
-from agentic.suites import HumanEvalSuite, load_suite, suite_from_config
+from agentic.runtime.suites import HumanEvalSuite, load_suite, suite_from_config
 
 
 def test_reasoning_gym_suite_is_seeded_and_configurable() -> None:
@@ -57,7 +57,7 @@ async def test_humaneval_runs_the_real_tests() -> None:
 
 async def test_a_failing_checker_is_recorded_not_fatal() -> None:
     from agentic.core import Context, Outcome, Task, TaskSuite
-    from agentic.runner import run_suite
+    from agentic.runtime.runner import run_suite
 
     class Flaky(TaskSuite):
         name = "flaky"

@@ -11,8 +11,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel
 
-from agentic.core import ConfigError, GenerateRequest, Message, SamplingParams
-from agentic.tools import (
+from agentic.agents.tools import (
     Tool,
     ToolResult,
     calculator,
@@ -21,8 +20,9 @@ from agentic.tools import (
     search_docs_tool,
     tool,
 )
-from agentic.tools.base import parse_docstring
-from agentic.tools.calculator import CalculatorError
+from agentic.agents.tools.base import parse_docstring
+from agentic.agents.tools.calculator import CalculatorError
+from agentic.core import ConfigError, GenerateRequest, Message, SamplingParams
 
 # ---- tools from functions -------------------------------------------------------------------
 
@@ -348,7 +348,7 @@ async def test_search_docs_with_no_matching_words_says_so(docs: Path) -> None:
 
 
 def test_search_docs_long_paragraphs_are_split(tmp_path: Path) -> None:
-    from agentic.tools import DocIndex
+    from agentic.agents.tools import DocIndex
 
     (tmp_path / "long.txt").write_text(" ".join(f"word{i}" for i in range(1000)))
     index = DocIndex(tmp_path, max_chars=300)
@@ -373,7 +373,7 @@ def test_tools_package_stays_light() -> None:
     import sys
 
     code = (
-        "import sys, agentic.tools; "
+        "import sys, agentic.agents.tools; "
         "print(sorted(m for m in ('torch', 'transformers', 'bm25s') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -85,9 +85,9 @@ def test_the_shipped_value_model_was_fit_on_train_families_only() -> None:
 
 
 async def test_reward_value_in_a_spec_searches_with_the_shipped_model(smollm2: Any) -> None:
-    from agentic.build import BestOfNSpec
-    from agentic.registry import BuildContext
-    from agentic.suites import load_suite
+    from agentic.runtime.suites import load_suite
+    from agentic.specs.registry import BuildContext
+    from agentic.specs.searches import BestOfNSpec
 
     suite = load_suite("basic_arithmetic", n=1, seed=3)
     spec = BestOfNSpec(reward="value", samples=2, max_steps=2)

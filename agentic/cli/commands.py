@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agentic.cli_common import err, load_quietly
-from agentic.cli_progress import solve_with_progress
-from agentic.cli_spec import parse_config, read_controller, redacted
+from agentic.cli.common import err, load_quietly
+from agentic.cli.progress import solve_with_progress
+from agentic.cli.spec import parse_config, read_controller, redacted
 from agentic.core import (
     AgenticError,
     Budget,
@@ -246,8 +246,8 @@ def run(
 
     `--resume` checks that the recording is of the same run (suite, backend, controller);
     `--concurrency` is deliberately not part of that identity, so a resume may change it."""
-    from agentic.registry import BuildContext
-    from agentic.suites import load_suite
+    from agentic.runtime.suites import load_suite
+    from agentic.specs.registry import BuildContext
 
     if resume is not None and record is not None and record != resume:
         raise ConfigError(f"--resume appends to {resume}; drop --record {record}")
@@ -336,10 +336,10 @@ def replay(
 ) -> None:
     """Re-run a recorded run with no model: every backend call is served from the recording.
     Exits 1 if any outcome differs from the recorded one."""
-    from agentic.pipeline import memory_nodes
-    from agentic.registry import BuildContext, parse_controller_spec
-    from agentic.runner import run_suite
-    from agentic.suites import suite_from_config
+    from agentic.runtime.runner import run_suite
+    from agentic.runtime.suites import suite_from_config
+    from agentic.specs.pipeline import memory_nodes
+    from agentic.specs.registry import BuildContext, parse_controller_spec
     from backends.replay import ReplayBackend
 
     events = list(read_events(path))
@@ -390,20 +390,20 @@ def replay(
 
 
 # `trace` and `plot` read recordings; they live beside this module and share its consoles
-from agentic.cli_inspect import plot_app, trace_app  # noqa: E402
+from agentic.cli.inspect import plot_app, trace_app  # noqa: E402
 
 app.add_typer(trace_app, name="trace")
 app.add_typer(plot_app, name="plot")
 
-from agentic.cli_memory import memory_app  # noqa: E402
+from agentic.cli.memory import memory_app  # noqa: E402
 
 app.add_typer(memory_app, name="memory")
 
-from agentic.cli_steer import steer_app  # noqa: E402
+from agentic.cli.steer import steer_app  # noqa: E402
 
 app.add_typer(steer_app, name="steer")
 
-from agentic.cli_route import route_app  # noqa: E402
+from agentic.cli.route import route_app  # noqa: E402
 
 app.add_typer(route_app, name="route")
 

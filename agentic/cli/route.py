@@ -28,7 +28,7 @@ EASY = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 
 
 def _load_backend(uri: str) -> Any:
-    from agentic.cli_common import load_quietly as _load
+    from agentic.cli.common import load_quietly as _load
 
     model = _load(uri)
     if not hasattr(model, "attach"):
@@ -154,7 +154,7 @@ def _train(
     overwrite: bool,
 ) -> None:
     from agentic.core import GenerateRequest
-    from agentic.suites import load_suite
+    from agentic.runtime.suites import load_suite
     from backends.interventions.drllm import fit_drllm
 
     if out_path.exists() and not overwrite:

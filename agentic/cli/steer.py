@@ -33,7 +33,7 @@ steer_app = typer.Typer(
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
 LANGUAGES = {
     "python": "Python",
     "javascript": "JavaScript",
@@ -217,7 +217,7 @@ def parse_layers(spec: str, num_layers: int | None = None) -> list[int] | None:
 
 
 def _load_backend(uri: str) -> Any:
-    from agentic.cli_common import load_quietly as _load
+    from agentic.cli.common import load_quietly as _load
 
     return _load(uri)
 

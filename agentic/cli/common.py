@@ -1,6 +1,6 @@
 """What every `agentic` command module shares: the stderr console and loading a backend by URI
 (quietly, with its key redacted from the status line). A module of its own so that the command
-modules (`cli`, `cli_route`, `cli_steer`) import it and never each other."""
+modules (`commands`, `route`, `steer`) import it and never each other."""
 
 from __future__ import annotations
 

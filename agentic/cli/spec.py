@@ -1,6 +1,6 @@
 """What `agentic run` builds from its arguments: the controller spec from `--controller` and the
 flags given with it, and suite settings from `-c KEY=VALUE`; each problem is one `ConfigError`
-line. Apart from `cli.py` so the command module stays the commands."""
+line. Apart from `commands.py` so the command module stays the commands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from agentic.core import ConfigError, redact_uri
-from agentic.registry import Spec, controller_types, parse_controller_spec, spec_class
+from agentic.specs.registry import Spec, controller_types, parse_controller_spec, spec_class
 
 
 def parse_config(pairs: list[str]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 the rewards they search by.
 
 They live on the top floor, not in `search/`, because a spec builds its controller through
-`agentic.registry` (and `reward=program` through `agentic.verifiers`), which `search/` may not
-import. A search spec's `reward` names a verifier or a weighted sum of them (`parse_reward`).
+`agentic.specs.registry` (and `reward=program` through `agentic.agents.verifiers`), which
+`search/` may not import. A search spec's `reward` names a verifier or a weighted sum of them
+(`parse_reward`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from agentic.core import ConfigError, Controller, SamplingParams
-from agentic.registry import BuildContext, Spec
+from agentic.specs.registry import BuildContext, Spec
 
 # the `agentic run` options every search takes, by field
 _SEARCH_FLAGS = (
@@ -265,7 +266,7 @@ def _one_reward(name: str, spec: SearchSpec, ctx: BuildContext, steps: Any) -> A
 
         return ConfidenceReward(backend, statistic=spec.confidence, messages=steps.messages)
     if name == "program":
-        from agentic.verifiers import program_reward
+        from agentic.agents.verifiers import program_reward
 
         return program_reward(backend, answer_of=suite.extract)
     if name == "value":

@@ -4,9 +4,9 @@
 `search_docs_tool(folder)` retrieves passages from local text files with BM25.
 """
 
-from agentic.tools.base import Tool, ToolResult, tool
-from agentic.tools.calculator import CalculatorError, calculator, evaluate
-from agentic.tools.sandbox import (
+from agentic.agents.tools.base import Tool, ToolResult, tool
+from agentic.agents.tools.calculator import CalculatorError, calculator, evaluate
+from agentic.agents.tools.sandbox import (
     KernelIsolation,
     PythonSandbox,
     SandboxError,
@@ -14,7 +14,7 @@ from agentic.tools.sandbox import (
     kernel_isolation,
     python_tool,
 )
-from agentic.tools.search_docs import DocIndex, Passage, search_docs_tool
+from agentic.agents.tools.search_docs import DocIndex, Passage, search_docs_tool
 
 __all__ = [
     "CalculatorError",

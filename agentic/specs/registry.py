@@ -10,9 +10,9 @@ recordings (`agentic replay`, `--resume`) all go through `parse_controller_spec`
 is one `ConfigError` line naming the type and the field, or the path of a nested node.
 
 Built-in types are listed in `_BUILTIN` and imported on first use, as backends are; their
-`Spec` classes live on the top floor (`agentic/build.py`: direct and the searches;
-`agentic/pipeline.py`: the others) because `search/` and `controllers/` may not import
-`agentic`, and building `agent` needs `agentic.agent`. Third-party packages add types through
+`Spec` classes live on the top floor (`agentic/specs/searches.py`: direct and the searches;
+`agentic/specs/pipeline.py`: the others) because `search/` and `controllers/` may not import
+`agentic`, and building `agent` needs `agentic.agents`. Third-party packages add types through
 the entry-point group `agentic.controllers` (name = the type, value = its `Spec` subclass), with
 no change here; `register_controller` adds one at run time.
 """
@@ -57,20 +57,20 @@ ENTRY_POINT_GROUP = "agentic.controllers"
 
 # built-ins are imported only when used, so `import agentic` stays light
 _BUILTIN: dict[str, str] = {
-    "direct": "agentic.build:DirectSpec",
-    "bon": "agentic.build:BestOfNSpec",
-    "beam": "agentic.build:BeamSpec",
-    "pf": "agentic.build:ParticleFilterSpec",
-    "epf": "agentic.build:EntropicParticleFilterSpec",
-    "astar": "agentic.build:AStarSpec",
-    "sc": "agentic.pipeline:SelfConsistencySpec",
-    "cyberv": "agentic.pipeline:CyberVSpec",
-    "agent": "agentic.pipeline:AgentSpec",
-    "psr": "agentic.pipeline:PSRSpec",
-    "ead": "agentic.pipeline:EADSpec",
-    "router": "agentic.pipeline:RouterSpec",
-    "ace": "agentic.pipeline:ACESpec",
-    "cases": "agentic.pipeline:CaseMemorySpec",
+    "direct": "agentic.specs.searches:DirectSpec",
+    "bon": "agentic.specs.searches:BestOfNSpec",
+    "beam": "agentic.specs.searches:BeamSpec",
+    "pf": "agentic.specs.searches:ParticleFilterSpec",
+    "epf": "agentic.specs.searches:EntropicParticleFilterSpec",
+    "astar": "agentic.specs.searches:AStarSpec",
+    "sc": "agentic.specs.pipeline:SelfConsistencySpec",
+    "cyberv": "agentic.specs.pipeline:CyberVSpec",
+    "agent": "agentic.specs.pipeline:AgentSpec",
+    "psr": "agentic.specs.pipeline:PSRSpec",
+    "ead": "agentic.specs.pipeline:EADSpec",
+    "router": "agentic.specs.pipeline:RouterSpec",
+    "ace": "agentic.specs.pipeline:ACESpec",
+    "cases": "agentic.specs.pipeline:CaseMemorySpec",
 }
 _registered: dict[str, type[Spec]] = {}
 

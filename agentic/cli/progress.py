@@ -70,7 +70,7 @@ async def solve_with_progress(
         TimeRemainingColumn,
     )
 
-    from agentic.runner import run_suite
+    from agentic.runtime.runner import run_suite
 
     ids = {t.id for t in suite.tasks}
     finished = [o for o in done or () if o.task_id in ids]

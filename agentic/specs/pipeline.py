@@ -20,9 +20,9 @@ inner:
 Every node runs on the run's backend unless it names another by URI (`ead.large`, `psr.judge`),
 and all nodes share the run's budget and trace (both are context variables). `agentic run
 --controller` takes a node type with its defaults, a spec file, or inline JSON
-(`agentic.registry.parse_controller_spec`); the run records the validated spec, so `agentic
+(`agentic.specs.registry.parse_controller_spec`); the run records the validated spec, so `agentic
 replay` and `--resume` rebuild the same pipeline. The specs live here, on the top floor, because
-`controllers/` may not import `agentic` and building `agent` needs `agentic.agent`.
+`controllers/` may not import `agentic` and building `agent` needs `agentic.agents`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from agentic.build import DirectSpec
 from agentic.core import ConfigError, Controller, SamplingParams
-from agentic.registry import BuildContext, ChildSpec, OptionalChildSpec, Spec
+from agentic.specs.registry import BuildContext, ChildSpec, OptionalChildSpec, Spec
+from agentic.specs.searches import DirectSpec
 
 
 class SelfConsistencySpec(Spec):
@@ -103,7 +103,7 @@ class CyberVSpec(Spec):
 
 
 class AgentSpec(Spec):
-    """A tool-using agent (`agentic.agent.ToolAgent`)."""
+    """A tool-using agent (`agentic.agents.ToolAgent`)."""
 
     type: Literal["agent"] = "agent"
     tools: tuple[Literal["calculator", "python", "search_docs"], ...] = ("calculator",)
@@ -112,8 +112,8 @@ class AgentSpec(Spec):
     max_tokens: int = Field(default=160, ge=1, description="tokens per action")
 
     def build(self, ctx: BuildContext) -> Controller:
-        from agentic.agent import ToolAgent
-        from agentic.tools import calculator, python_tool, search_docs_tool
+        from agentic.agents import ToolAgent
+        from agentic.agents.tools import calculator, python_tool, search_docs_tool
 
         tools = []
         for name in self.tools:

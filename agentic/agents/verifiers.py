@@ -1,7 +1,7 @@
 """Verifiers that need the top floor: the program-aided reward wired to the Python sandbox.
 
 `search.program_reward.ProgramReward` runs programs through an injected runner because search/
-may not import `agentic.tools`; `sandbox_runner()` is that runner on a `PythonSandbox`, and
+may not import `agentic.agents.tools`; `sandbox_runner()` is that runner on a `PythonSandbox`, and
 `program_reward(backend)` builds the reward with it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentic.tools.sandbox import PythonSandbox
+from agentic.agents.tools.sandbox import PythonSandbox
 from backends import Backend
 from search.program_reward import ProgramReward, Runner
 

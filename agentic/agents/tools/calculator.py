@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from agentic.tools.base import tool
+from agentic.agents.tools.base import tool
 
 __all__ = ["CalculatorError", "calculator", "evaluate"]
 

@@ -65,8 +65,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from agentic.agents.tools.base import Tool
 from agentic.core import ConfigError
-from agentic.tools.base import Tool
 
 __all__ = ["KernelIsolation", "PythonSandbox", "SandboxError", "SandboxResult", "python_tool"]
 

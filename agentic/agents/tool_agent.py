@@ -25,6 +25,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from agentic.agents.tools import Tool
 from agentic.core import (
     BudgetExceeded,
     ConfigError,
@@ -40,7 +41,6 @@ from agentic.core import (
     emit,
     span,
 )
-from agentic.tools import Tool
 from backends import Backend
 
 INSTRUCTIONS = """You can use tools. Reply with one JSON object per turn.

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from agentic.agents.tools.base import Tool
 from agentic.core import ConfigError
-from agentic.tools.base import Tool
 
 __all__ = ["DocIndex", "Passage", "search_docs_tool"]
 

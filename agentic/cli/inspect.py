@@ -111,8 +111,8 @@ def plot_budget(
     title: Annotated[str | None, typer.Option(help="Title of the plot.")] = None,
 ) -> None:
     """Accuracy against mean cost per task, one line per controller (points: its sizes)."""
-    from agentic.plot import budget_points
-    from agentic.plot import plot_budget as draw
+    from agentic.runtime.plot import budget_points
+    from agentic.runtime.plot import plot_budget as draw
 
     points = budget_points(recordings or [], x=x)
     image = draw(points, out_path, x_name=x, title=title)
