@@ -14,10 +14,10 @@ from backends.registry import DEFAULT_BACKEND, known_schemes, load_backend, regi
 from backends.structured import Structured, generate_structured
 
 _LAZY = {
-    "TransformersBackend": "backends.transformers_backend",
+    "TransformersBackend": "backends.hf.backend",
     "ReplayBackend": "backends.replay",
-    "OpenAIBackend": "backends.openai_backend",
-    "VLLMBackend": "backends.vllm_backend",
+    "OpenAIBackend": "backends.openai.backend",
+    "VLLMBackend": "backends.vllm.backend",
     "ensure_local": "backends.embedded",
     "ScriptedBackend": "backends.testing",
     "FunctionBackend": "backends.testing",

@@ -126,7 +126,7 @@ def ensure_local(name: str) -> Path:
 
 def from_uri(spec: str, **options: Any) -> Any:
     """`embedded:NAME` — a model shipped in a wheel, served by `TransformersBackend`."""
-    from backends.transformers_backend import TransformersBackend
+    from backends.hf.backend import TransformersBackend
 
     name = spec or "smollm2"
     path = ensure_local(name)

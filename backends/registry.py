@@ -21,11 +21,11 @@ DEFAULT_BACKEND = "embedded:smollm2"
 
 # built-ins are imported only when used, so `import backends` stays light
 _BUILTIN: dict[str, str] = {
-    "hf": "backends.transformers_backend:from_uri",
+    "hf": "backends.hf.backend:from_uri",
     "embedded": "backends.embedded:from_uri",
     "replay": "backends.replay:from_uri",
-    "openai": "backends.openai_backend:from_uri",
-    "vllm": "backends.vllm_backend:from_uri",
+    "openai": "backends.openai.backend:from_uri",
+    "vllm": "backends.vllm.backend:from_uri",
 }
 _registered: dict[str, Factory] = {}
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from servers import MODEL, start_llamacpp
 
 from agentic.core import GenerateRequest
-from backends.openai_backend import OpenAIBackend
+from backends.openai.backend import OpenAIBackend
 
 
 def prompts(n: int) -> list[str]:

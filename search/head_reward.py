@@ -45,7 +45,7 @@ from agentic.core import (
     charge_budget,
     emit,
 )
-from backends.transformers_backend import TransformersBackend
+from backends.hf.backend import TransformersBackend
 from search.base import Partial, SearchTree, StepGenerator
 
 log = logging.getLogger(__name__)

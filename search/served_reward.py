@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 
 from agentic.core import ConfigError, GenerateRequest, Task, Usage, charge_budget
-from backends.http_client import RetryingClient
+from backends.openai.http_client import RetryingClient
 from backends.prompts import render_ids
 from search.head_reward import MessagesOf, user_only
 

@@ -98,13 +98,13 @@ async def conformance_backend(
     if name == "vllm":
         import os
 
-        from backends.vllm_backend import VLLMBackend
+        from backends.vllm.backend import VLLMBackend
 
         # vLLM's CPU backend otherwise reserves most of the machine's memory for its KV cache
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         backend: Any = VLLMBackend.from_pretrained(ensure_local("smollm2"), enforce_eager=True)
     else:
-        from backends.openai_backend import OpenAIBackend
+        from backends.openai.backend import OpenAIBackend
 
         server = request.getfixturevalue({"llama.cpp": "llamacpp_server"}.get(name, "vllm_server"))
         # llama.cpp's server has no continue_final_message: prefixes need the template locally

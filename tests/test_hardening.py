@@ -31,7 +31,7 @@ from agentic.core import (
 )
 from agentic.runtime.runner import run_suite
 from agentic.runtime.suites import load_suite
-from backends.openai_backend import OpenAIBackend
+from backends.openai.backend import OpenAIBackend
 from backends.testing import ScriptedBackend
 from controllers import Direct
 

@@ -13,8 +13,8 @@ import torch
 from pydantic import ValidationError
 
 from agentic.core import GenerateRequest, SamplingParams
-from backends.hf_decode import Row, RowDecoder
-from backends.openai_backend import OpenAIBackend
+from backends.hf.decode import Row, RowDecoder
+from backends.openai.backend import OpenAIBackend
 
 # probabilities at temperature 1; the last token is 0.1 of the top one, 0.32 of it at temperature 2
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])

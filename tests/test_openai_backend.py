@@ -15,7 +15,7 @@ from agentic.core import (
     NotSupported,
 )
 from backends import load_backend
-from backends.openai_backend import OpenAIBackend
+from backends.openai.backend import OpenAIBackend
 
 pytestmark = pytest.mark.slow
 

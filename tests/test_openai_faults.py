@@ -31,7 +31,7 @@ from agentic.core import (
     Tracer,
     read_events,
 )
-from backends.openai_backend import OpenAIBackend
+from backends.openai.backend import OpenAIBackend
 
 pytestmark = pytest.mark.slow
 

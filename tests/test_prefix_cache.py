@@ -11,7 +11,7 @@ import torch
 
 from agentic.core import ConfigError, GenerateRequest
 from backends import TransformersBackend
-from backends.prefix_cache import PrefixCache
+from backends.hf.prefix_cache import PrefixCache
 
 
 def _kv(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

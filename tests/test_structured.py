@@ -29,7 +29,7 @@ from agentic.core import (
 )
 from backends import Structured, generate_structured
 from backends.base import Capabilities
-from backends.openai_wire import structured_body
+from backends.openai.wire import structured_body
 from backends.replay import ReplayBackend
 from backends.testing import ScriptedBackend
 
@@ -281,7 +281,7 @@ async def test_an_invalid_format_is_a_config_error(
 def test_grammars_are_cached_and_padding_ids_never_allowed(smollm2: Any) -> None:
     import torch
 
-    from backends.grammar import Grammars
+    from backends.hf.grammar import Grammars
 
     tok = smollm2.tokenizer
     width = len(tok) + 64  # a padded embedding matrix: logits wider than the tokenizer

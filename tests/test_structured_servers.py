@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from agentic.core import GenerateRequest, NotSupported, ResponseFormat, StructuredOutputError
 from backends import generate_structured
-from backends.openai_backend import OpenAIBackend
+from backends.openai.backend import OpenAIBackend
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ _IN_PROCESS = """
 import asyncio, json, sys
 from agentic.core import GenerateRequest, ResponseFormat
 from backends.embedded import ensure_local
-from backends.vllm_backend import VLLMBackend
+from backends.vllm.backend import VLLMBackend
 
 async def main():
     b = VLLMBackend.from_pretrained(ensure_local("smollm2"), enforce_eager=True)

@@ -1,4 +1,4 @@
-"""Steering on `VLLMBackend` through the worker extension in `backends/vllm_steering.py`.
+"""Steering on `VLLMBackend` through the worker extension in `backends/vllm/steering.py`.
 
 Three parts:
 - the extension's token-to-request mapping on a fake model runner (V1 and V2 layouts) and the
@@ -27,7 +27,7 @@ from servers import REPO, VLLM_PYTHON
 from agentic.core import ConfigError, GenerateRequest, InterventionRef, NotSupported
 from backends.interventions.base import ModelShape
 from backends.interventions.static import LayerSkip, Steering
-from backends.vllm_steering import STEER_ARG, SteeringTable, SteeringWorkerExtension
+from backends.vllm.steering import STEER_ARG, SteeringTable, SteeringWorkerExtension
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -234,7 +234,7 @@ else:
     @pytest.fixture(scope="module")
     async def engine() -> AsyncIterator[Any]:
         from backends.embedded import ensure_local
-        from backends.vllm_backend import VLLMBackend
+        from backends.vllm.backend import VLLMBackend
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         backend = VLLMBackend.from_pretrained(ensure_local("smollm2"), steering=True)
@@ -252,7 +252,7 @@ else:
     @pytest.mark.slow
     async def test_vllm_steering_matches_transformers(lm: Any) -> None:
         from backends.embedded import ensure_local
-        from backends.transformers_backend import TransformersBackend
+        from backends.hf.backend import TransformersBackend
 
         vec = vector(lm.steering.shape.hidden_size)
         plain = await one(lm, req(SHORT))
@@ -313,7 +313,7 @@ else:
     @pytest.mark.slow
     async def test_bad_steering_input_is_a_config_error(lm: Any) -> None:
         from backends.embedded import ensure_local
-        from backends.vllm_backend import VLLMBackend
+        from backends.vllm.backend import VLLMBackend
 
         with pytest.raises(ConfigError, match=r"size 100, but .* hidden size 576"):
             lm.attach("bad", Steering({LAYER: torch.ones(100)}))

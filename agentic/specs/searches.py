@@ -277,7 +277,7 @@ def _one_reward(name: str, spec: SearchSpec, ctx: BuildContext, steps: Any) -> A
 
 
 def _head_reward(spec: SearchSpec, ctx: BuildContext, steps: Any) -> Any:
-    from backends.transformers_backend import TransformersBackend
+    from backends.hf.backend import TransformersBackend
     from search.head_reward import HeadReward
 
     backend = ctx.backend

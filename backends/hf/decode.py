@@ -1,7 +1,7 @@
 """Batched decoding of many independent rows with one Hugging Face causal LM (synchronous).
 
 Rows are prefilled left-padded with explicit position ids and decoded together in a
-`RunningBatch` (`hf_batch.py`); new rows join between steps, and rows that finish (EOS, stop
+`RunningBatch` (`batch.py`); new rows join between steps, and rows that finish (EOS, stop
 string, `max_tokens`) leave the batch and the KV cache at once, so the others do not pay for them.
 Each row samples with its own `torch.Generator`, so a seeded request gives the same tokens
 alone or in any batch.
@@ -22,10 +22,10 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from agentic.core import SamplingParams, TopLogprob
-from backends.grammar import RowGrammar, steer_logits
-from backends.hf_batch import stack
+from backends.hf.batch import stack
+from backends.hf.grammar import RowGrammar, steer_logits
+from backends.hf.prefix_cache import KV, PrefixCache
 from backends.interventions.hooks import HookedLayers
-from backends.prefix_cache import KV, PrefixCache
 from kernels import entropy_topk
 
 

@@ -10,7 +10,7 @@ How each request travels:
 - `n` samples: servers that return fewer choices than asked (llama.cpp's returns one) get one
   more request per missing sample, each with its own seed (`seed + j`) when a seed is set.
 - Logprobs and top-k logprobs map into `Generation`; per-token entropy is derived from them.
-- `response_format` uses the server's own structured-output option (`openai_wire.structured_body`:
+- `response_format` uses the server's own structured-output option (`wire.structured_body`:
   vLLM takes JSON schemas, regexes and grammars; llama.cpp JSON schemas on chat and GBNF grammars;
   other servers JSON schemas on chat); one the server cannot do raises `NotSupported` before
   anything is sent. `params.logit_bias` is sent as OpenAI's `logit_bias` (ids as strings).
@@ -32,7 +32,7 @@ in the URL (`http://user:KEY@host/v1`, `?api_key=KEY`) are used but never shown:
 from __future__ import annotations
 
 # Slightly over 400 lines: the request building, response checking and error naming of one wire
-# protocol read best together; the wire shapes are in openai_wire.py, retries in http_client.py.
+# protocol read best together; the wire shapes are in wire.py, retries in http_client.py.
 import asyncio
 import os
 import time
@@ -54,8 +54,8 @@ from agentic.core import (
     redact_uri,
 )
 from backends.base import BaseBackend, Capabilities
-from backends.http_client import RetryingClient
-from backends.openai_wire import (
+from backends.openai.http_client import RetryingClient
+from backends.openai.wire import (
     SHAPE_ERRORS,
     StreamedChoice,
     answer_choices,

@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from agentic.core import ConfigError, GenerateRequest, ScoreRequest
-from backends.hf_decode import RowDecoder
+from backends.hf.decode import RowDecoder
 
 
 class HiddenStates(NamedTuple):

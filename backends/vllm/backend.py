@@ -17,7 +17,7 @@ vLLM's own structured-output engine; whitespace inside JSON is the engine's sett
 
 Steering (`from_pretrained(..., steering=True)`): `attach(name, Steering(...))` and requests that
 name it (`GenerateRequest.interventions`) get the vectors added in the engine's decoder layers,
-per request, through the worker extension in `vllm_steering.py`. That needs eager mode (CUDA
+per request, through the worker extension in `steering.py`. That needs eager mode (CUDA
 graphs replay captured kernels and skip Python hooks), so such engines run `enforce_eager=True`.
 Only `Steering` runs here; other interventions need `TransformersBackend`.
 """
@@ -50,7 +50,7 @@ from agentic.core import (
 from backends.base import BaseBackend, Capabilities
 from backends.interventions.base import Intervention, ModelShape
 from backends.prompts import render_ids
-from backends.vllm_steering import EXTENSION, SteeringTable
+from backends.vllm.steering import EXTENSION, SteeringTable
 
 # a request's steering: resolved entries, `_sampling` keywords (extra_args), prefix-cache salt
 _Steer = tuple[list[Any], dict[str, Any], str | None]

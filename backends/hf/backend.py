@@ -1,7 +1,7 @@
 """`TransformersBackend`: a local Hugging Face causal LM behind the async `Backend` protocol.
 
 Many coroutines may call `generate` at once; a scheduler coalesces whatever is queued into one
-batched decode (`hf_decode.RowDecoder`), run in a worker thread so the event loop stays free.
+batched decode (`decode.RowDecoder`), run in a worker thread so the event loop stays free.
 `await asyncio.gather(*(backend.generate([r]) for r in requests))` is therefore batched without
 the caller doing anything. Requests that arrive while a batch runs join it at the next step
 (continuous batching); rows leave as they finish. Prompts that start like one encoded before
@@ -35,11 +35,11 @@ from agentic.core import (
     emit,
 )
 from backends.base import BaseBackend, Capabilities
-from backends.grammar import Grammars
-from backends.hf_batch import RunningBatch
-from backends.hf_decode import Row, RowDecoder
-from backends.hf_states import HiddenStateReader
-from backends.hf_states import HiddenStates as HiddenStates  # re-exported
+from backends.hf.batch import RunningBatch
+from backends.hf.decode import Row, RowDecoder
+from backends.hf.grammar import Grammars
+from backends.hf.states import HiddenStateReader
+from backends.hf.states import HiddenStates as HiddenStates  # re-exported
 from backends.interventions.base import Intervention, ModelShape
 from backends.interventions.hooks import HookedLayers
 from backends.interventions.table import Interventions

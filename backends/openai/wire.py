@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentic.core import Message, NotSupported, ResponseFormat, TopLogprob
-from backends.http_client import MalformedBody
+from backends.openai.http_client import MalformedBody
 
 # what a body's parser may raise on data of the wrong shape deep inside (pydantic's
 # ValidationError is a ValueError); each becomes a MalformedBody naming where it happened

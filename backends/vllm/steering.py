@@ -55,7 +55,7 @@ from agentic.core import ConfigError, InterventionRef, NotSupported
 from backends.interventions.base import Intervention, ModelShape
 from backends.interventions.static import Steering
 
-EXTENSION = "backends.vllm_steering.SteeringWorkerExtension"
+EXTENSION = "backends.vllm.steering.SteeringWorkerExtension"
 STEER_ARG = "agentic_steer"  # SamplingParams.extra_args key: [[key, scale], ...]
 
 Rpc = Callable[..., Awaitable[list[Any]]]  # (method, *args) -> one result per worker

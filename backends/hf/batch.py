@@ -12,7 +12,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 if TYPE_CHECKING:
-    from backends.hf_decode import Row, RowDecoder
+    from backends.hf.decode import Row, RowDecoder
 
 
 def stack(
