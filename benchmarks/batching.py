@@ -79,7 +79,7 @@ def raw_generate(backend: TransformersBackend, reqs: list[GenerateRequest], toke
             max_new_tokens=tokens,
             min_new_tokens=tokens,
             do_sample=False,
-            pad_token_id=backend.decoder.pad_id,
+            pad_token_id=backend.forwards.pad_id,
         )
     return int((out.shape[1] - batch["input_ids"].shape[1]) * out.shape[0])
 

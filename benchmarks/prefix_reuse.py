@@ -39,12 +39,12 @@ async def measure(backend: TransformersBackend, args: argparse.Namespace) -> dic
         system_prompt=suite.system_prompt,
     )
     pf = ParticleFilter(steps, CheckerReward(suite), n=args.particles)
-    before = backend.decoder.encoded_tokens
+    before = backend.forwards.encoded_tokens
     t0 = time.perf_counter()
     results = await asyncio.gather(*(pf.search(t, Context()) for t in suite.tasks))
     generated = sum(r.usage.completion_tokens for r in results)
     billed = sum(r.usage.prompt_tokens for r in results)
-    encoded = backend.decoder.encoded_tokens - before
+    encoded = backend.forwards.encoded_tokens - before
     return {
         "generated_tokens": generated,
         "prompt_tokens_billed": billed,

@@ -66,7 +66,7 @@ async def test_gemma3_270m_is_a_second_real_model() -> None:
     ids = gemma.render(GenerateRequest(prompt=text))
     assert ids[0] == gemma.tokenizer.bos_token_id and ids.count(ids[0]) == 1
     # a sliding window keeps only part of a prompt's keys: nothing to reuse, so no prefix cache
-    assert gemma.decoder.prefix_cache is None
+    assert gemma.forwards.prefix_cache is None
     # Gemma's sliding-window cache cannot take rows mid-batch: a late request waits for the
     # running batch, and every output still equals the same request run alone
     prompts = ["The capital of France is", "Water boils at", "1, 2, 3, 4,"]

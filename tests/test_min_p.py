@@ -13,7 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from agentic.core import GenerateRequest, SamplingParams
-from backends.hf.decode import Row, RowDecoder
+from backends.hf.sampling import Row, Sampler
 from backends.openai.backend import OpenAIBackend
 
 # probabilities at temperature 1; the last token is 0.1 of the top one, 0.32 of it at temperature 2
@@ -22,8 +22,8 @@ SEEDS = range(500)
 
 
 def draws(**params: Any) -> Counter[int]:
-    """Tokens `_pick` samples from PROBS, one per seed, in a batch beside an unfiltered row."""
-    decoder = RowDecoder(model=None, tokenizer=None, eos_ids=set(), pad_id=0)
+    """Tokens `pick` samples from PROBS, one per seed, in a batch beside an unfiltered row."""
+    sampler = Sampler(tokenizer=None, eos_ids=set())
     logits = PROBS.log().repeat(2, 1)
     seen: Counter[int] = Counter()
     for seed in SEEDS:
@@ -31,7 +31,7 @@ def draws(**params: Any) -> Counter[int]:
             Row([], SamplingParams(**params), torch.Generator().manual_seed(seed)),
             Row([], SamplingParams(temperature=1.0), torch.Generator().manual_seed(seed)),
         ]
-        seen[int(decoder._pick(rows, logits)[0])] += 1
+        seen[int(sampler.pick(rows, logits)[0])] += 1
     return seen
 
 

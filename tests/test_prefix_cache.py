@@ -62,10 +62,10 @@ async def test_step_wise_prefixes_encode_only_what_is_new(pair: Any) -> None:
     prefix, encoded, prompts = "", [], []
     for _ in range(3):  # a search growing one answer by a step at a time
         r = base.model_copy(update={"prefix": prefix})
-        before = reuse.decoder.encoded_tokens
+        before = reuse.forwards.encoded_tokens
         [[a]] = await reuse.generate([r])
         [[b]] = await plain.generate([r])
-        encoded.append(reuse.decoder.encoded_tokens - before)
+        encoded.append(reuse.forwards.encoded_tokens - before)
         prompts.append(a.usage.prompt_tokens)
         assert a.text == b.text and a.token_ids == b.token_ids
         assert a.token_logprobs is not None and b.token_logprobs is not None
@@ -86,7 +86,7 @@ async def test_n_samples_encode_their_prompt_once_and_sample_as_without_reuse(pa
     r = GenerateRequest.chat("Name a fruit.", max_tokens=8, temperature=1.0, n=4, seed=5)
     fresh = TransformersBackend(reuse.model, reuse.tokenizer)
     [a] = await fresh.generate([r])
-    assert fresh.decoder.encoded_tokens == len(fresh.render(r))  # once, not four times
+    assert fresh.forwards.encoded_tokens == len(fresh.render(r))  # once, not four times
     [b] = await plain.generate([r])
     assert [g.text for g in a] == [g.text for g in b]
     await fresh.aclose()
@@ -113,12 +113,12 @@ async def test_scoring_reuses_prefixes_and_gives_the_same_logprobs(pair: Any) ->
         for tail in ("", "\n\nSo the answer is 42.")
         for answer in ("Yes", "No")
     ]
-    before = reuse.decoder.encoded_tokens
+    before = reuse.forwards.encoded_tokens
     first = await reuse.score(reqs[:2])
-    cold = reuse.decoder.encoded_tokens - before
-    before = reuse.decoder.encoded_tokens
+    cold = reuse.forwards.encoded_tokens - before
+    before = reuse.forwards.encoded_tokens
     second = await reuse.score(reqs[2:])  # shares the question with the first two
-    warm = reuse.decoder.encoded_tokens - before
+    warm = reuse.forwards.encoded_tokens - before
     assert warm < 0.5 * cold, (cold, warm)
     expected = await plain.score(reqs)
     for got, want in zip(first + second, expected, strict=True):

@@ -285,7 +285,7 @@ def test_grammars_are_cached_and_padding_ids_never_allowed(smollm2: Any) -> None
 
     tok = smollm2.tokenizer
     width = len(tok) + 64  # a padded embedding matrix: logits wider than the tokenizer
-    grammars = Grammars(tok, width, smollm2.decoder.eos_ids)
+    grammars = Grammars(tok, width, smollm2.sampler.eos_ids)
     a = grammars.compile(ResponseFormat.from_model(Pet))
     assert grammars.compile(REGEX) is not a
     assert grammars.compile(ResponseFormat.from_model(Pet)) is a

@@ -58,13 +58,13 @@ async def test_batched_greedy_equals_unbatched(smollm2: Any, monkeypatch: Any) -
     alone = [await one(smollm2, r) for r in reqs]
 
     sizes: list[int] = []
-    original = smollm2.decoder.prefill
+    original = smollm2.forwards.prefill
 
     def recording(rows: list[Any]) -> Any:
         sizes.append(len(rows))
         return original(rows)
 
-    monkeypatch.setattr(smollm2.decoder, "prefill", recording)
+    monkeypatch.setattr(smollm2.forwards, "prefill", recording)
     together = await asyncio.gather(*(smollm2.generate([r]) for r in reqs))
 
     assert max(sizes) > 1, f"concurrent requests were not batched: batch sizes {sizes}"
@@ -365,13 +365,13 @@ async def test_cancelled_caller_frees_its_rows(smollm2: Any) -> None:
     long = GenerateRequest.chat("Tell me a long story.", temperature=0.0, max_tokens=300)
     short = GenerateRequest.chat("Say hi.", temperature=0.0, max_tokens=4)
     sizes: list[int] = []
-    original = smollm2.decoder._finish
+    original = smollm2.sampler.finish
 
     def spy(row: Any) -> None:
         original(row)
         sizes.append(len(row.out_ids))
 
-    smollm2.decoder._finish = spy
+    smollm2.sampler.finish = spy
     try:
         task = asyncio.ensure_future(smollm2.generate([long]))
         await asyncio.sleep(0.5)
@@ -380,7 +380,7 @@ async def test_cancelled_caller_frees_its_rows(smollm2: Any) -> None:
             await task
         [[g]] = await smollm2.generate([short])
     finally:
-        del smollm2.decoder._finish
+        del smollm2.sampler.finish
     assert g.text
     # the cancelled row stopped long before its 300 tokens
     assert max(sizes) < 300

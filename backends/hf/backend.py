@@ -1,14 +1,16 @@
 """`TransformersBackend`: a local Hugging Face causal LM behind the async `Backend` protocol.
 
 Many coroutines may call `generate` at once; a scheduler coalesces whatever is queued into one
-batched decode (`decode.RowDecoder`), run in a worker thread so the event loop stays free.
+batched decode (`batch.RunningBatch`), run in a worker thread so the event loop stays free.
 `await asyncio.gather(*(backend.generate([r]) for r in requests))` is therefore batched without
 the caller doing anything. Requests that arrive while a batch runs join it at the next step
 (continuous batching); rows leave as they finish. Prompts that start like one encoded before
 (a search's growing prefix, siblings, the n samples of a request) encode only what is new
-(`prefix_cache_tokens` bounds the kept keys and values; `decoder.encoded_tokens` counts what was
+(`prefix_cache_tokens` bounds the kept keys and values; `forwards.encoded_tokens` counts what was
 encoded). A request's `response_format` constrains its rows token by token (`grammar.py`); its
-`params.logit_bias` is added to the logits it samples from.
+`params.logit_bias` is added to the logits it samples from. Every forward of the model is
+`forward.py`'s (`self.forwards`); choosing tokens and stopping rows is `sampling.py`'s
+(`self.sampler`).
 """
 
 from __future__ import annotations
@@ -30,18 +32,20 @@ from agentic.core import (
     Message,
     ScoreRequest,
     ScoreResult,
+    TopLogprob,
     Usage,
     check_budget,
     emit,
 )
 from backends.base import BaseBackend, Capabilities
 from backends.hf.batch import RunningBatch
-from backends.hf.decode import Row, RowDecoder
+from backends.hf.forward import Forwards
 from backends.hf.grammar import Grammars
+from backends.hf.interventions import InterventionHost
+from backends.hf.sampling import Row, Sampler, generations
 from backends.hf.states import HiddenStateReader
 from backends.hf.states import HiddenStates as HiddenStates  # re-exported
-from backends.interventions.base import Intervention, ModelShape
-from backends.interventions.hooks import HookedLayers
+from backends.interventions.base import ModelShape
 from backends.interventions.table import Interventions
 from backends.prompts import render_ids
 
@@ -56,7 +60,7 @@ class _Job:
     report: dict[str, Any] | None = None  # what its interventions did, for the trace
 
 
-class TransformersBackend(HiddenStateReader, BaseBackend):
+class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
     def __init__(
         self,
         model: Any,
@@ -95,7 +99,8 @@ class TransformersBackend(HiddenStateReader, BaseBackend):
             if tokenizer.pad_token_id is not None
             else min(eos_ids, default=0)
         )
-        self.decoder = RowDecoder(model, tokenizer, eos_ids, pad, prefix_cache_tokens)
+        self.forwards = Forwards(model, pad, prefix_cache_tokens)
+        self.sampler = Sampler(tokenizer, eos_ids)
         head = model.get_output_embeddings()
         # the logits' width, which padded embedding matrices make larger than the tokenizer
         self.vocab_size = int(
@@ -114,20 +119,7 @@ class TransformersBackend(HiddenStateReader, BaseBackend):
             device=model.device,
         )
 
-    # ---- interventions -------------------------------------------------------------------
-
-    def attach(self, name: str, intervention: Intervention) -> None:
-        """Make an intervention available to requests that name it
-        (`GenerateRequest(..., interventions=(InterventionRef(name=name),))`). The layer hooks
-        are installed on the first attach; a backend that never attaches runs the bare model."""
-        self.interventions.attach(name, intervention)
-        self.hooks()
-
-    def hooks(self) -> HookedLayers:
-        """The layer hooks, installed on first use."""
-        if self.decoder.hooks is None:
-            self.decoder.hooks = HookedLayers(self.model, self.interventions)
-        return self.decoder.hooks
+    # ---- interventions (attach, detach, clear: `interventions.py`) -------------------------
 
     async def exclusive(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(*args)` in a worker thread between the scheduler's decode steps (for code
@@ -137,36 +129,11 @@ class TransformersBackend(HiddenStateReader, BaseBackend):
         async with self._lock:
             return await asyncio.to_thread(fn, *args)
 
-    def detach(self, name: str) -> Intervention:
-        """Remove an intervention; requests already running keep their plan."""
-        return self.interventions.detach(name)
-
-    def clear_interventions(self) -> None:
-        """Detach everything and take the layer hooks off the model (the model is then exactly
-        as loaded). Only between requests: `ConfigError` while one with interventions runs."""
-        if self.interventions.open_slots():
-            raise ConfigError("clear_interventions: requests with interventions are running")
-        for name in list(self.interventions.attached):
-            self.interventions.detach(name)
-        if self.decoder.hooks is not None:
-            self.decoder.hooks.remove()
-            self.decoder.hooks = None
-
     def _close_slot(self, job: _Job) -> None:
         if not job.slot:
             return
         slot, job.slot = job.slot, 0
-        described = self.interventions.describe(slot)
-        plan, activity = self.interventions.close(slot)
-        job.report = {
-            "interventions": described,
-            "decisions": plan.notes,
-            "skip": sorted(plan.skip | plan.decode_skip),
-            "ffn_skip": sorted(plan.ffn_skip),
-            "repeat": sorted(plan.repeat),
-            "steered_layers": sorted(plan.steer),
-            "activity": activity.model_dump() if activity is not None else None,
-        }
+        job.report = self._close(slot)
 
     @classmethod
     def from_pretrained(
@@ -220,7 +187,7 @@ class TransformersBackend(HiddenStateReader, BaseBackend):
         fmt, grammars = req.response_format, self._grammars
         if fmt is not None and grammars is None:
             grammars = self._grammars = Grammars(
-                self.tokenizer, self.vocab_size, self.decoder.eos_ids
+                self.tokenizer, self.vocab_size, self.sampler.eos_ids
             )
         # the prefix is tokenized on its own (as `render` does): the matcher replays those tokens
         prefix_ids = (
@@ -268,7 +235,7 @@ class TransformersBackend(HiddenStateReader, BaseBackend):
 
     async def _run(self) -> None:
         assert self._wake is not None and self._lock is not None
-        batch = RunningBatch(self.decoder)
+        batch = RunningBatch(self.forwards, self.sampler)
         live: list[_Job] = []
         while True:
             if not batch.rows:
@@ -291,38 +258,14 @@ class TransformersBackend(HiddenStateReader, BaseBackend):
                     self._close_slot(j)
                     if not j.future.done():
                         j.future.set_exception(e)
-                batch, live = RunningBatch(self.decoder), []
+                batch, live = RunningBatch(self.forwards, self.sampler), []
                 continue
             live += new
             for j in [j for j in live if all(r.done for r in j.rows)]:
                 live.remove(j)
                 self._close_slot(j)
                 if not j.future.done():
-                    j.future.set_result(self._generations(j))
-
-    def _generations(self, job: _Job) -> list[Generation]:
-        seconds = time.monotonic() - job.started
-        out = []
-        for j, r in enumerate(job.rows):
-            want = r.params.logprobs
-            out.append(
-                Generation(
-                    text=r.text,
-                    token_ids=tuple(r.out_ids),
-                    token_logprobs=tuple(r.logprobs) if want is not None else None,
-                    top_logprobs=tuple(r.tops) if want else None,
-                    entropies=tuple(r.entropies),
-                    finish_reason="stop" if r.finish_reason == "stop" else "length",
-                    stop_reason=r.stop_reason,
-                    usage=Usage(
-                        prompt_tokens=len(r.prompt_ids) if j == 0 else 0,
-                        completion_tokens=len(r.out_ids),
-                        model_calls=1 if j == 0 else 0,
-                        seconds=seconds if j == 0 else 0.0,
-                    ),
-                )
-            )
-        return out
+                    j.future.set_result(generations(j.rows, time.monotonic() - j.started))
 
     async def _submit(self, req: GenerateRequest, rows: list[Row]) -> list[Generation]:
         self._ensure_worker()
@@ -400,7 +343,7 @@ class TransformersBackend(HiddenStateReader, BaseBackend):
         for i in range(0, len(requests), self.max_batch):  # the same memory bound as generation
             async with self._lock:
                 scored += await asyncio.to_thread(
-                    self.decoder.score_rows,
+                    self._score_rows,
                     prompts[i : i + self.max_batch],
                     conts[i : i + self.max_batch],
                     top,
@@ -419,6 +362,14 @@ class TransformersBackend(HiddenStateReader, BaseBackend):
             )
             for r, p, c, (lp, tops) in zip(requests, prompts, conts, scored, strict=True)
         ]
+
+    def _score_rows(
+        self, prompts: list[list[int]], conts: list[list[int]], top_k: int
+    ) -> list[tuple[list[float], list[tuple[TopLogprob, ...]]]]:
+        """Logprob of each continuation token given everything before it, and its top_k
+        alternatives (in a worker thread)."""
+        logits = self.forwards.score(prompts, conts)
+        return [self.sampler.continuation(x, c, top_k) for x, c in zip(logits, conts, strict=True)]
 
     async def aclose(self) -> None:
         if self._worker is not None:

@@ -1,9 +1,9 @@
 """Reading a local Hugging Face model's residual stream: `HiddenStateReader`, the part of
 `TransformersBackend` that returns hidden states at chosen layers for rendered prompts.
 
-Forwards run in batches of `max_batch` under the backend's scheduler lock, between its decode
-steps, with left padding and position ids that count real tokens only, so a prompt's states do
-not depend on its batch.
+Forwards (`Forwards.states`) run in batches of `max_batch` under the backend's scheduler lock,
+between its decode steps, with left padding and position ids that count real tokens only, so a
+prompt's states do not depend on its batch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from agentic.core import ConfigError, GenerateRequest, ScoreRequest
-from backends.hf.decode import RowDecoder
+from backends.hf.forward import Forwards
 
 
 class HiddenStates(NamedTuple):
@@ -32,7 +32,7 @@ class HiddenStateReader:
     model: Any
     name: str
     max_batch: int
-    decoder: RowDecoder
+    forwards: Forwards
     _lock: asyncio.Lock | None
     render: Callable[[GenerateRequest | ScoreRequest], list[int]]
     _ensure_worker: Callable[[], None]
@@ -88,7 +88,9 @@ class HiddenStateReader:
         for i in range(0, len(seqs), self.max_batch):
             async with self._lock:
                 batch = seqs[i : i + self.max_batch]
-                parts.append(await asyncio.to_thread(self._states, batch, list(layers), pool))
+                parts.append(
+                    await asyncio.to_thread(self.forwards.states, batch, list(layers), pool)
+                )
         return HiddenStates(torch.cat(parts), sum(len(s) for s in seqs))
 
     @property
@@ -100,28 +102,3 @@ class HiddenStateReader:
         """The language model's config (multimodal models nest it)."""
         cfg = self.model.config
         return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-
-    def _states(self, seqs: list[list[int]], layers: list[int], pool: str) -> torch.Tensor:
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.decoder.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):  # left padding puts every last token in column -1
-            ids[i, width - len(s) :] = torch.tensor(s)
-            mask[i, width - len(s) :] = 1
-        # positions count real tokens only, so a prompt's states do not depend on its batch
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        device = self.model.device
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=pos.to(device),
-                output_hidden_states=True,
-                use_cache=False,
-                logits_to_keep=1,  # the vocabulary projection is not needed
-            )
-        picked = torch.stack([out.hidden_states[layer] for layer in layers], 1).float()
-        if pool == "last":
-            return picked[:, :, -1, :].cpu()
-        m = mask.to(picked.device, torch.float32)[:, None, :, None]
-        return ((picked * m).sum(2) / m.sum(2)).cpu()

@@ -204,7 +204,7 @@ def _encode(backend: Any, texts: Sequence[str], max_tokens: int, chat: bool) -> 
 def _batch(backend: Any, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and mask: real tokens keep positions 0..T-1 whatever the batch."""
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), int(backend.decoder.pad_id), dtype=torch.long)
+    ids = torch.full((len(seqs), width), int(backend.forwards.pad_id), dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1

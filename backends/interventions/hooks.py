@@ -3,8 +3,8 @@ table for the rows of the current forward.
 
 The hooks replace `forward` on the layer *instances* (detaching deletes the attribute, so the
 model is exactly as loaded), because a forward hook cannot skip the computation it wraps. Per
-forward the decoder says which slot each row belongs to (`HookedLayers.forward`); with every row
-in slot 0 a hook is one attribute check and a call of the original layer.
+forward `backends/hf/forward.py` says which slot each row belongs to (`HookedLayers.forward`);
+with every row in slot 0 a hook is one attribute check and a call of the original layer.
 
 Skipping keeps the KV cache consistent: when some rows skip a layer, the layer still runs for
 the batch and those rows keep their input (`gated_residual`); when all rows skip it, the layer

@@ -1,11 +1,12 @@
 """The row-indexed intervention table of one local backend.
 
 `Interventions` holds what is attached (by name) and one slot per running request that names
-any of them; slot 0 is the no-op. Before each forward the decoder states which slot every batch
-row belongs to, and `snapshot` turns the plans into the tensors the layer hooks index by row:
-steering vectors per layer as a (slots, D) table with a weight per slot, and (slots, layers)
-masks for skipping. Rows of slot 0 are never touched by the kernels, so a request without
-interventions gives the same bits in a steered batch as in the same batch without any.
+any of them; slot 0 is the no-op. Before each forward the backend (`backends/hf/forward.py`)
+states which slot every batch row belongs to, and `snapshot` turns the plans into the tensors
+the layer hooks index by row: steering vectors per layer as a (slots, D) table with a weight per
+slot, and (slots, layers) masks for skipping. Rows of slot 0 are never touched by the kernels,
+so a request without interventions gives the same bits in a steered batch as in the same batch
+without any.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ async def train_weighted_controller(
 
     model = backend.model
     layers = decoder_layers(model, backend.num_layers)
-    pad = int(backend.decoder.pad_id)
+    pad = int(backend.forwards.pad_id)
     frozen = [(q, q.requires_grad) for q in model.parameters()]
 
     def plain_targets() -> None:

@@ -290,7 +290,15 @@ class _Entry:
 class SteeringTable:
     """The client's view: `Steering` interventions attached by name, the keys the workers hold,
     and how many running requests use each key. A key is loaded before the first request that
-    names it is sent, and dropped once it is detached and no running request uses it."""
+    names it is sent, and dropped once it is detached and no running request uses it.
+
+    Not `backends.interventions.table.Interventions`, the table `TransformersBackend` uses: that
+    one lives beside the model and turns each request's `SlotPlan` (steering, skips, repeats,
+    dynamic plans, activity) into per-slot tensors the layer hooks index. Here the model is in
+    vLLM's workers: the client holds names, per-attach keys (which also salt vLLM's prefix
+    cache), what each worker has loaded and which running requests pin it; the workers build
+    their own per-forward addends from request ids (`_agentic_pre_forward`). Only the lookup by
+    name is common to both."""
 
     def __init__(self, shape: ModelShape) -> None:
         self.shape = shape
