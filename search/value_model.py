@@ -197,6 +197,7 @@ def save_adapter(model: Any, path: str | Path, meta: dict[str, Any]) -> Path:
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(p)
+    (p / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
     _merged.cache_clear()  # a model loaded from this folder before is stale now
     (p / "value.json").write_text(json.dumps(meta, indent=2) + "\n")
     return p
