@@ -47,7 +47,7 @@ def _minimal(kind: str, tmp_path: Path) -> dict[str, Any]:
     """The least data that builds `kind` with no model download (hashing embedders)."""
     if kind in ("ace", "cases"):
         return {"type": kind, "store": str(tmp_path / f"{kind}.db"), "embedder": "hashing"}
-    if kind == "astar":  # A* needs a score per step; the default reward mixes in an outcome one
+    if kind == "astar":  # its default reward, the value model, loads a second model: not here
         return {"type": kind, "reward": "confidence"}
     return {"type": kind}
 

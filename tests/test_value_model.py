@@ -97,3 +97,10 @@ async def test_reward_value_in_a_spec_searches_with_the_shipped_model(smollm2: A
     assert result.answer and budget.spent.reward_calls >= 2
     scores = [s for _, s in result.finished]
     assert len(scores) == 2 and all(s is not None and 0.0 < s < 1.0 for s in scores)
+
+
+def test_astar_searches_by_the_value_model_by_default() -> None:
+    from agentic.specs.registry import parse_controller_spec
+
+    spec = parse_controller_spec({"type": "astar"})
+    assert spec.reward == "value"  # type: ignore[attr-defined]

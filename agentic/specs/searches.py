@@ -206,6 +206,11 @@ class AStarSpec(SearchSpec):
     """Best-first search over steps (`search.AStarDecoding`)."""
 
     type: Literal["astar"] = "astar"
+    # A* orders its queue by per-step scores, so its reward must be a process reward; the value
+    # model had the best ROC AUC on the held-out train tasks (benchmarks/train_value.py, 0.762)
+    reward: str = Field(
+        default="value", description="a process reward (or a weighted sum of process rewards)"
+    )
     k: int = Field(default=4, ge=1, description="continuations per expansion")
     cost: Literal["neglog", "mean_gap"] = Field(
         default="neglog", description="the g and h ordering the queue"
