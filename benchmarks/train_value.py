@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from train_head import pearson
 from ttc_matrix import EVAL, RESULTS, SEED, TRAIN, _lines, messages
 from ttc_stats import ece, roc_auc
 from value_labels import LABELS, label_files, read_labels
@@ -53,17 +53,6 @@ SETTINGS: dict[str, Any] = {
     "rank": 8, "alpha": 16, "epochs": 2, "batch_size": 16, "lr": 3e-4, "head_lr": 1e-3, "seed": 0,
 }  # fmt: skip
 OLD_HEAD = Path(__file__).parent / "results" / "head_reward.pt"
-
-
-def pearson(xs: list[float], ys: list[float]) -> float | None:
-    if len(xs) < 2:
-        return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sx = math.sqrt(sum((x - mx) ** 2 for x in xs))
-    sy = math.sqrt(sum((y - my) ** 2 for y in ys))
-    if sx == 0 or sy == 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / (sx * sy)
 
 
 def quality(scores: list[float], examples: list[LabelledPrefix]) -> dict[str, Any]:
