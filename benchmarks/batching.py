@@ -104,8 +104,10 @@ def main() -> None:
     ways = {
         "agentic concurrent": lambda: asyncio.run(concurrent(backend, reqs)),
         "agentic sequential": lambda: asyncio.run(sequential(backend, reqs)),
-        f"raw model.generate batch {args.requests}": lambda: raw_generate(
-            backend, reqs, args.tokens
+        # on the backend's model thread, as the backend's own forwards: a second thread running
+        # torch would bring a second OpenMP team that slows whichever way runs next to it
+        f"raw model.generate batch {args.requests}": lambda: asyncio.run(
+            backend.exclusive(raw_generate, backend, reqs, args.tokens)
         ),
     }
     ways["agentic concurrent"]()  # warm-up: first forward passes allocate

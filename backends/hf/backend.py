@@ -1,7 +1,8 @@
 """`TransformersBackend`: a local Hugging Face causal LM behind the async `Backend` protocol.
 
 Many coroutines may call `generate` at once; a scheduler coalesces whatever is queued into one
-batched decode (`batch.RunningBatch`), run in a worker thread so the event loop stays free.
+batched decode (`batch.RunningBatch`), run on the backend's one model thread so the event loop
+stays free.
 `await asyncio.gather(*(backend.generate([r]) for r in requests))` is therefore batched without
 the caller doing anything. Requests that arrive while a batch runs join it at the next step
 (continuous batching); rows leave as they finish. Prompts that start like one encoded before
@@ -19,9 +20,11 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -48,6 +51,8 @@ from backends.hf.states import HiddenStates as HiddenStates  # re-exported
 from backends.interventions.base import ModelShape
 from backends.interventions.table import Interventions
 from backends.prompts import render_ids
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -113,6 +118,12 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
+        # Every forward runs on this one thread. Through `asyncio.to_thread` each decode step
+        # lands on whichever pool thread is free, and every thread that runs torch gets its own
+        # OpenMP team; teams competing for two cores cost 20-40% of decode wall time
+        # (benchmarks/batching.py). One thread also serialises the forwards, which share the KV
+        # caches and the intervention hooks.
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-model")
         self.interventions = Interventions(
             ModelShape(self.name, self.num_layers, self.hidden_size),
             dtype=next(model.parameters()).dtype,
@@ -122,12 +133,17 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
     # ---- interventions (attach, detach, clear: `interventions.py`) -------------------------
 
     async def exclusive(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run `fn(*args)` in a worker thread between the scheduler's decode steps (for code
+        """Run `fn(*args)` on the model thread between the scheduler's decode steps (for code
         that calls the model directly, such as router training and configuration search)."""
         self._ensure_worker()
         assert self._lock is not None
         async with self._lock:
-            return await asyncio.to_thread(fn, *args)
+            return await self.on_model_thread(fn, *args)
+
+    async def on_model_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """`fn(*args)` on the thread that runs every forward of this model."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._model_thread, partial(fn, *args))
 
     def _close_slot(self, job: _Job) -> None:
         if not job.slot:
@@ -251,8 +267,8 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
             try:
                 async with self._lock:
                     if new:
-                        await asyncio.to_thread(batch.join, [r for j in new for r in j.rows])
-                    await asyncio.to_thread(batch.step)
+                        await self.on_model_thread(batch.join, [r for j in new for r in j.rows])
+                    await self.on_model_thread(batch.step)
             except Exception as e:  # a failed step fails its callers, not the scheduler
                 for j in live + new:
                     self._close_slot(j)
@@ -342,7 +358,7 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
         scored = []
         for i in range(0, len(requests), self.max_batch):  # the same memory bound as generation
             async with self._lock:
-                scored += await asyncio.to_thread(
+                scored += await self.on_model_thread(
                     self._score_rows,
                     prompts[i : i + self.max_batch],
                     conts[i : i + self.max_batch],
@@ -367,7 +383,7 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
         self, prompts: list[list[int]], conts: list[list[int]], top_k: int
     ) -> list[tuple[list[float], list[tuple[TopLogprob, ...]]]]:
         """Logprob of each continuation token given everything before it, and its top_k
-        alternatives (in a worker thread)."""
+        alternatives (on the model thread)."""
         logits = self.forwards.score(prompts, conts)
         return [self.sampler.continuation(x, c, top_k) for x, c in zip(logits, conts, strict=True)]
 

@@ -9,7 +9,7 @@ prompt's states do not depend on its batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -36,6 +36,7 @@ class HiddenStateReader:
     _lock: asyncio.Lock | None
     render: Callable[[GenerateRequest | ScoreRequest], list[int]]
     _ensure_worker: Callable[[], None]
+    on_model_thread: Callable[..., Awaitable[Any]]
 
     @property
     def num_layers(self) -> int:
@@ -89,7 +90,7 @@ class HiddenStateReader:
             async with self._lock:
                 batch = seqs[i : i + self.max_batch]
                 parts.append(
-                    await asyncio.to_thread(self.forwards.states, batch, list(layers), pool)
+                    await self.on_model_thread(self.forwards.states, batch, list(layers), pool)
                 )
         return HiddenStates(torch.cat(parts), sum(len(s) for s in seqs))
 
