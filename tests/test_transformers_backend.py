@@ -9,6 +9,7 @@ yields the same text as `generate()`.
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -454,3 +455,19 @@ async def test_layer_states_stack_layers_and_pool_over_real_tokens(smollm2: Any)
         await smollm2.layer_states(reqs, [])
     with pytest.raises(ConfigError, match="pool"):
         await smollm2.layer_states(reqs, [1], pool="max")  # type: ignore[arg-type]
+
+
+async def test_generate_sync_inside_a_running_loop_leaves_no_orphaned_scheduler(
+    smollm2: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notebook mixes `await generate` and `generate_sync`: each loop gets its own scheduler,
+    and the one left behind is cancelled, not dropped while pending (asyncio would log "Task
+    was destroyed but it is pending")."""
+    ask = chat("Say hi.", max_tokens=4, temperature=0.0)
+    [[first]] = await smollm2.generate([ask])  # a scheduler on this loop
+    [[synced]] = smollm2.generate_sync([ask])  # another, on a fresh loop in a worker thread
+    [[again]] = await smollm2.generate([ask])  # and back on this loop
+    await asyncio.sleep(0)
+    gc.collect()
+    assert first.text == synced.text == again.text
+    assert "Task was destroyed" not in caplog.text

@@ -232,6 +232,11 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
     def _ensure_worker(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._worker is None or self._worker.done():
+            old, old_loop = self._worker, self._loop
+            if old is not None and old_loop is not None and not old_loop.is_closed():
+                # a scheduler left idle on another loop (`generate_sync` inside a running
+                # loop): cancel it there rather than drop the last reference to a pending task
+                old_loop.call_soon_threadsafe(old.cancel)
             self._loop = loop
             self._pending.clear()
             self._wake = asyncio.Event()
