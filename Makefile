@@ -49,8 +49,10 @@ $(LLAMA_STAMP): Makefile
 	$(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q install --upgrade pip
 	# A portable build: -march=native picked up AMX / AVX-512 instructions that a VM advertised
 	# but refused (the server died of SIGILL on its first request); no pip cache, which may hold
-	# such a native wheel built here before.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	# such a native wheel built here before. No multimodal library (LLAVA_BUILD): the server
+	# loads it only for image chat formats, which nothing here uses, and it is a large share
+	# of the compile.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 		$(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q install --no-cache-dir \
 		"llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	touch $(LLAMA_STAMP)
@@ -60,8 +62,15 @@ llama-env: $(LLAMA_STAMP)
 run: $(STAMP)
 	$(BIN)/agentic run --suite basic_arithmetic --n 20 --backend embedded:smollm2
 
-test: $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
-	$(BIN)/python -m pytest -q
+# The three venvs are built side by side: the llama.cpp compile keeps the CPUs busy while the
+# other two mostly download.
+# Two test workers: much of the suite waits on server start-ups, subprocess imports and
+# sockets, which the second worker overlaps; tests of the shared servers stay on one worker.
+TEST_WORKERS ?= 2
+
+test:
+	$(MAKE) -j3 --output-sync=target $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/; tests/test_docs.py builds
 # it too, so `make test` fails on a broken link or docstring.

@@ -102,7 +102,9 @@ async def conformance_backend(
 
         # vLLM's CPU backend otherwise reserves most of the machine's memory for its KV cache
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        backend: Any = VLLMBackend.from_pretrained(ensure_local("smollm2"), enforce_eager=True)
+        backend: Any = VLLMBackend.from_pretrained(
+            ensure_local("smollm2"), enforce_eager=True, distributed_executor_backend="uni"
+        )
     else:
         from backends.openai.backend import OpenAIBackend
 

@@ -454,8 +454,11 @@ def test_disk_quota_must_be_positive() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_sandbox_dirs() -> Iterator[None]:
-    before = {p for p in Path(tempfile.gettempdir()).glob("agentic-sandbox-*")}
+def _no_leftover_sandbox_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # a temp folder of this test's own: another xdist worker's live sandboxes are not leftovers
+    own = tmp_path / "tmp"
+    own.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own))
     yield
-    after = {p for p in Path(tempfile.gettempdir()).glob("agentic-sandbox-*")}
-    assert after <= before, f"left behind: {after - before}"
+    left = sorted(own.glob("agentic-sandbox-*"))
+    assert not left, f"left behind: {left}"

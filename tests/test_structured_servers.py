@@ -131,7 +131,9 @@ from backends.embedded import ensure_local
 from backends.vllm.backend import VLLMBackend
 
 async def main():
-    b = VLLMBackend.from_pretrained(ensure_local("smollm2"), enforce_eager=True)
+    b = VLLMBackend.from_pretrained(
+        ensure_local("smollm2"), enforce_eager=True, distributed_executor_backend="uni"
+    )
     formats = json.loads(sys.argv[1])
     banana = b.tokenizer(" Banana", add_special_tokens=False).input_ids[0]
     reqs = [

@@ -118,11 +118,8 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
-        # Every forward runs on this one thread. Through `asyncio.to_thread` each decode step
-        # lands on whichever pool thread is free, and every thread that runs torch gets its own
-        # OpenMP team; teams competing for two cores cost 20-40% of decode wall time
-        # (benchmarks/batching.py). One thread also serialises the forwards, which share the KV
-        # caches and the intervention hooks.
+        # every forward on one thread: each thread that runs torch brings its own OpenMP team,
+        # and teams competing for the cores cost 20-40% of decode time (design-choices.md)
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-model")
         self.interventions = Interventions(
             ModelShape(self.name, self.num_layers, self.hidden_size),
@@ -234,8 +231,7 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
         if self._loop is not loop or self._worker is None or self._worker.done():
             old, old_loop = self._worker, self._loop
             if old is not None and old_loop is not None and not old_loop.is_closed():
-                # a scheduler left idle on another loop (`generate_sync` inside a running
-                # loop): cancel it there rather than drop the last reference to a pending task
+                # left idle on another loop (generate_sync in a running loop): cancel, not drop
                 old_loop.call_soon_threadsafe(old.cancel)
             self._loop = loop
             self._pending.clear()
