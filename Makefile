@@ -65,12 +65,12 @@ run: $(STAMP)
 # The three venvs are built side by side: the llama.cpp compile keeps the CPUs busy while the
 # other two mostly download.
 # Two test workers: much of the suite waits on server start-ups, subprocess imports and
-# sockets, which the second worker overlaps; tests of the shared servers stay on one worker.
+# sockets, which the second worker overlaps. Each worker starts the session servers it needs.
 TEST_WORKERS ?= 2
 
 test:
 	$(MAKE) -j3 --output-sync=target $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/; tests/test_docs.py builds
 # it too, so `make test` fails on a broken link or docstring.
