@@ -21,6 +21,7 @@ from agentic.core import (
     Generation,
     Message,
     NotSupported,
+    Price,
     ScoreRequest,
     ScoreResult,
     Usage,
@@ -79,6 +80,9 @@ class BaseBackend(ABC):
 
     name: str = "backend"
     capabilities: Capabilities = Capabilities()
+    price: Price | None = None
+    """What this backend's tokens cost; every generation and score it returns is priced by it
+    (`Usage.cost_usd`), so `Budget(max_cost_usd=...)` charges something. None: free."""
 
     async def generate(self, requests: Sequence[GenerateRequest]) -> list[list[Generation]]:
         items = _checked(requests, GenerateRequest, "generate")
@@ -90,9 +94,7 @@ class BaseBackend(ABC):
                         f"backend {self.name!r} runs no interventions (local models do)"
                     )
         check_budget()
-        results = await self._generate(items)
-        self._account("backend.generate", items, results)
-        return results
+        return self._account("backend.generate", items, await self._generate(items))
 
     def generate_sync(self, requests: Sequence[GenerateRequest]) -> list[list[Generation]]:
         """`generate` for synchronous code (scripts, notebooks): waits for the result, with or
@@ -103,8 +105,7 @@ class BaseBackend(ABC):
         items = _checked(requests, ScoreRequest, "score")
         check_budget()
         results = await self._score(items)
-        self._account("backend.score", items, [[r] for r in results])
-        return results
+        return [row[0] for row in self._account("backend.score", items, [[r] for r in results])]
 
     async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
         """Text as it is produced. Backends without token streaming yield the whole text once."""
@@ -129,13 +130,42 @@ class BaseBackend(ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def _priced(self, results: list[list[Any]]) -> list[list[Any]]:
+        """`results` with `price` applied to each one's usage (left as they are when unpriced
+        or already priced by the server)."""
+        price = self.price
+        if price is None:
+            return results
+        return [
+            [
+                r
+                if r.usage.cost_usd
+                else r.model_copy(
+                    update={
+                        "usage": r.usage.model_copy(
+                            update={
+                                "cost_usd": price.cost(
+                                    r.usage.prompt_tokens, r.usage.completion_tokens
+                                )
+                            }
+                        )
+                    }
+                )
+                for r in row
+            ]
+            for row in results
+        ]
+
     def _account(
-        self, event: str, requests: Sequence[BaseModel], results: Sequence[Sequence[BaseModel]]
-    ) -> None:
+        self, event: str, requests: Sequence[BaseModel], results: Sequence[Sequence[Any]]
+    ) -> list[list[Any]]:
+        """Price `results`, record one event per request and charge the current budget; returns
+        the priced results (what the caller gets)."""
+        results = self._priced([list(row) for row in results])
         usage = Usage()
         for req, res in zip(requests, results, strict=True):
             for r in res:
-                usage = usage + r.usage  # type: ignore[attr-defined]
+                usage = usage + r.usage
             emit(
                 event,
                 backend=self.name,
@@ -144,3 +174,4 @@ class BaseBackend(ABC):
                 results=[r.model_dump(mode="json") for r in res],
             )
         charge_budget(usage)
+        return results

@@ -236,7 +236,10 @@ class SearchController(ABC):
 
     async def __call__(self, task: Task, ctx: Context | None = None) -> Outcome:
         result = await self.search(task, ctx)
-        return Outcome(task_id=task.id, output=result.answer, usage=result.usage)
+        # a stopped search still answers (its best so far, graded as any answer): the reason
+        # goes in `info`, not `error`, which would leave the answer ungraded
+        info = {"stopped": result.stopped} if result.stopped else {}
+        return Outcome(task_id=task.id, output=result.answer, usage=result.usage, info=info)
 
 
 def best_so_far(tree: SearchTree) -> tuple[str, float | None, list[tuple[str, float | None]]]:

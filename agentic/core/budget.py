@@ -36,6 +36,7 @@ class Budget:
         max_reward_calls: int | None = None,
         max_seconds: float | None = None,
         max_cost_usd: float | None = None,
+        within: Budget | None = None,
     ) -> None:
         limits = {
             "max_tokens": max_tokens,
@@ -53,7 +54,11 @@ class Budget:
         self.max_seconds = max_seconds
         self.max_cost_usd = max_cost_usd
         self.spent = Usage()
-        self.parent: Budget | None = None
+        # `within`: a budget this one spends from without being entered inside it, such as an API
+        # key's budget that many concurrent gateway requests share (entering it once per request
+        # is refused, and the context variable does not cross requests)
+        self._within = within
+        self.parent: Budget | None = within
         self._started = time.monotonic()
         self._token: Token[Budget | None] | None = None
 
@@ -81,7 +86,7 @@ class Budget:
                 "this Budget is already active: enter it once around the work that shares it "
                 "(tasks started inside inherit it), or nest a new Budget"
             )
-        self.parent = _current.get()
+        self.parent = self._within or _current.get()
         self._started = time.monotonic()
         self._token = _current.set(self)
         return self

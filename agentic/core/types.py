@@ -37,12 +37,23 @@ class Message(_Value):
     tool_calls: tuple[ToolCall, ...] | None = None
 
 
+HISTORY = "messages"
+"""`Task.metadata` key of the turns before the task's input (a list of `Message` dicts)."""
+
+
 def task_messages(task_or_text: Task | str, system: str | None = None) -> tuple[Message, ...]:
     """The chat a task starts from: `system` as a system message (left out when None or
-    empty), then the task's input (or the text itself) as the user message."""
-    text = task_or_text if isinstance(task_or_text, str) else task_or_text.input
+    empty), the earlier turns a chat task carries (`metadata["messages"]`), then the task's
+    input (or the text itself) as the user message."""
+    history: tuple[Message, ...] = ()
+    if isinstance(task_or_text, str):
+        text = task_or_text
+    else:
+        # a chat task (the gateway's) carries the turns before its last user message
+        text = task_or_text.input
+        history = tuple(Message.model_validate(m) for m in task_or_text.metadata.get(HISTORY, ()))
     head = (Message(role="system", content=system),) if system else ()
-    return (*head, Message(role="user", content=text))
+    return (*head, *history, Message(role="user", content=text))
 
 
 class SamplingParams(_Value):

@@ -294,6 +294,10 @@ def load_suite(
 
 def suite_from_config(cfg: dict[str, Any]) -> TaskSuite:
     """Rebuild a suite from `TaskSuite.config()` (as stored in a recording)."""
+    if cfg["name"] == "chat":  # a gateway request (agentic.runtime.chat)
+        from agentic.runtime.chat import ChatSuite
+
+        return ChatSuite.from_config(cfg)
     return load_suite(
         cfg["name"], n=cfg.get("n", 20), seed=cfg.get("seed", 0), config=cfg.get("config")
     )

@@ -16,6 +16,9 @@ encoded). A request's `response_format` constrains its rows token by token (`gra
 
 from __future__ import annotations
 
+# Over 400 lines because the scheduler loop, `stream`, `score` and the job queue they share stay
+# in one class: they hand rows to each other through its queue and its one model thread.
+
 import asyncio
 import time
 from collections import deque
@@ -114,6 +117,7 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
         self._grammars: Grammars | None = None  # built on the first constrained request
         self.max_context = int(getattr(model.config, "max_position_embeddings", 1 << 30))
         self._pending: deque[_Job] = deque()
+        self._batch: RunningBatch | None = None
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -226,6 +230,13 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
 
     # ---- scheduling ----------------------------------------------------------------------
 
+    @property
+    def rows_in_flight(self) -> int:
+        """Sequences queued or decoding now: a gauge for servers (the gateway's queue depth),
+        and how a test sees that a cancelled request gave its batch slots back."""
+        running = sum(not r.done for r in self._batch.rows) if self._batch is not None else 0
+        return running + sum(len(j.rows) for j in self._pending)
+
     def _ensure_worker(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._worker is None or self._worker.done():
@@ -252,7 +263,7 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
 
     async def _run(self) -> None:
         assert self._wake is not None and self._lock is not None
-        batch = RunningBatch(self.forwards, self.sampler)
+        batch = self._batch = RunningBatch(self.forwards, self.sampler)
         live: list[_Job] = []
         while True:
             if not batch.rows:
@@ -276,6 +287,7 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
                     if not j.future.done():
                         j.future.set_exception(e)
                 batch, live = RunningBatch(self.forwards, self.sampler), []
+                self._batch = batch
                 continue
             live += new
             for j in [j for j in live if all(r.done for r in j.rows)]:

@@ -1,0 +1,19 @@
+"""The OpenAI-compatible gateway: `agentic serve`, or `create_app` for your own ASGI server.
+
+Needs the `server` extra (fastapi, uvicorn, prometheus-client); importing `agentic` does not
+import this package.
+"""
+
+from agentic.server.app import create_app
+from agentic.server.config import BudgetLimits, GatewayConfig, KeyConfig, RecordConfig
+from agentic.server.service import Gateway, RequestError
+
+__all__ = [
+    "BudgetLimits",
+    "Gateway",
+    "GatewayConfig",
+    "KeyConfig",
+    "RecordConfig",
+    "RequestError",
+    "create_app",
+]
