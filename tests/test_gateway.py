@@ -1,7 +1,8 @@
 """`agentic serve` on 127.0.0.1 with the embedded SmolLM2, driven by clients no one here wrote:
 the official `openai` SDK (sync, async, streaming), plain httpx for what the SDK hides (a client
-that hangs up mid-stream, raw SSE lines), and `agentic replay` on what the gateway recorded.
-lm-eval against the gateway is in test_gateway_lm_eval.py."""
+that hangs up mid-stream, raw SSE lines), lm-eval, and `agentic replay` on what the gateway
+recorded. Admission (429) is exact in test_gateway_admission.py, where a test double holds the
+slots; here 200 concurrent streams are measured on the real model."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from servers import REPO, Server, start_gateway
 
 from agentic.core import GenerateRequest, Message, SamplingParams
 
-pytestmark = pytest.mark.slow
+# one worker runs them all (make test: --dist loadgroup), so the gateway starts once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway")]
 
 KEY = "test-key-not-secret"
 PRICE = {"prompt": 1.0, "completion": 2.0}  # USD per 1M tokens
@@ -193,7 +195,7 @@ def test_a_budget_stops_a_search_with_its_best_so_far(client: openai.OpenAI) -> 
     )
     assert r.choices[0].finish_reason == "length"
     assert "budget exceeded: tokens" in r.model_extra["agentic"]["error"]
-    assert r.usage is not None and r.usage.total_tokens < 60 + 8 * 48  # stopped early
+    assert r.usage is not None and r.usage.model_extra["model_calls"] <= 8  # one round of 6
     # dollars charge too, through the price table
     r = client.chat.completions.create(
         model="pf-long", messages=QUESTION, extra_body={"agentic": {"budget": {"cost_usd": 1e-5}}}
@@ -255,30 +257,28 @@ def test_unknown_model_is_404_and_keys_are_checked(gateway: Server) -> None:
 
 
 def test_a_client_that_hangs_up_cancels_its_search(gateway: Server) -> None:
-    before = _metric(
-        gateway, "agentic_requests_total", '{endpoint="chat",model="pf-long@smollm2",status="499"}'
-    )
-    body = {"model": "pf-long", "messages": QUESTION, "stream": True, "agentic": {"progress": True}}
+    label = '{endpoint="chat",model="pf-long@smollm2",status="499"}'
+    before = _metric(gateway, "agentic_requests_total", label)
+    body = {"model": "pf-long", "messages": QUESTION, "stream": True}
     headers = {"Authorization": f"Bearer {KEY}"}
     with httpx.stream(
         "POST", f"{gateway.url}/chat/completions", json=body, headers=headers, timeout=120
     ) as r:
-        for line in r.iter_lines():
-            if "search.round" in line:  # the search is under way: hang up
-                break
-    gone = time.monotonic()
-    while time.monotonic() - gone < 10:
-        rows = _metric(gateway, "agentic_backend_rows")
-        if rows == 0 and _metric(gateway, "agentic_in_flight") == 0:
-            break
-        time.sleep(0.2)
+        next(r.iter_lines())  # the stream is open and the search started
+        deadline = time.monotonic() + 120
+        while _metric(gateway, "agentic_backend_rows") == 0:  # its particles are decoding
+            assert time.monotonic() < deadline, "the search never reached the backend"
+            time.sleep(0.1)
+    gone = time.monotonic()  # hung up mid-search
+    while _metric(gateway, "agentic_backend_rows") and time.monotonic() - gone < 30:
+        time.sleep(0.1)
     freed = time.monotonic() - gone
     assert _metric(gateway, "agentic_backend_rows") == 0, "the cancelled search still decodes"
-    assert freed < 5
-    after = _metric(
-        gateway, "agentic_requests_total", '{endpoint="chat",model="pf-long@smollm2",status="499"}'
-    )
-    assert after == before + 1
+    # a decode step of 8 rows takes well under a second; the whole search takes minutes
+    assert freed < 10
+    while _metric(gateway, "agentic_in_flight") and time.monotonic() - gone < 30:
+        time.sleep(0.1)
+    assert _metric(gateway, "agentic_requests_total", label) == before + 1
 
 
 def test_recordings_replay_offline(gateway: Server, client: openai.OpenAI, tmp_path: Path) -> None:
@@ -309,26 +309,6 @@ def test_recordings_replay_offline(gateway: Server, client: openai.OpenAI, tmp_p
         assert again.choices[0].message.content == plain.choices[0].message.content
     finally:
         served.stop()
-
-
-def test_a_full_server_answers_429_with_retry_after(gateway: Server) -> None:
-    async def one(c: httpx.AsyncClient, i: int) -> httpx.Response:
-        body = {"model": "smollm2", "prompt": f"{i} +", "max_tokens": 1}
-        return await c.post(
-            f"{gateway.url}/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
-        )
-
-    async def go() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=300)
-        async with httpx.AsyncClient(timeout=300, limits=limits) as c:
-            return await asyncio.gather(*(one(c, i) for i in range(260)))
-
-    replies = asyncio.run(go())
-    codes = [r.status_code for r in replies]
-    assert set(codes) <= {200, 429} and codes.count(429) >= 20 and codes.count(200) >= 200
-    busy = next(r for r in replies if r.status_code == 429)
-    assert busy.headers["Retry-After"] == "1"
-    assert busy.json()["error"]["type"] == "rate_limit_error"
 
 
 def _rss_kib(pid: int) -> int:
@@ -400,8 +380,8 @@ def test_200_streams_with_disconnects(gateway: Server, smollm2: Any) -> None:
 
 
 def _first_number(text: str) -> str:
-    m = re.search(r"-?\d+", text)  # the task YAML's filter: the first number, else the text
-    return m[0] if m else text
+    m = re.search(r"-?\d+", text)  # the task YAML's filter and lm-eval's fallback
+    return m[0] if m else "[invalid]"
 
 
 def test_lm_eval_through_the_gateway_matches_in_process(
