@@ -53,6 +53,11 @@ BAD_FILES = {
         (["run", "--controller", "bon", "--reward", "head"], "needs head="),
         (["run", "--controller", "astar", "--astar-cost", "nope"], "cost: Input should be"),
         (["run", "--controller", "bon", "--reward", "head", "--head", "x.pt"], "no saved head"),
+        # the default reward, the value model, from a folder that does not hold one
+        (
+            ["run", "--controller", '{"type": "pf", "value_model": "nothing-here"}'],
+            "nothing-here; build it with `python benchmarks/value_labels.py",
+        ),
         (["run", "--controller", "agent", "--samples", "3"], "--samples does not apply"),
         (["run", "--controller", "pf", "--max-tokens", "9"], "--max-tokens does not apply"),
         (["run", "--controller", "direct", "--temperature", "1"], "--temperature does not"),

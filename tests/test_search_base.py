@@ -223,9 +223,11 @@ def test_the_weight_temperature_reaches_both_particle_filters() -> None:
     suite = load_suite("basic_arithmetic", n=1, seed=0)
     ctx = BuildContext(ScriptedBackend(lambda prefix, j: ("1", True)), suite)
     for kind in ("pf", "epf"):
-        built = ctx.build({"type": kind, "weight_temperature": 0.2})
+        # a cheap reward named: the default one, the value model, loads a second model
+        plain = {"type": kind, "reward": "confidence"}
+        built = ctx.build({**plain, "weight_temperature": 0.2})
         assert built.temperature == 0.2  # type: ignore[attr-defined]
-        assert ctx.build(kind).temperature == 1.0  # type: ignore[attr-defined]
+        assert ctx.build(plain).temperature == 1.0  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="controller 'pf': weight_temperature: Input should"):
         ctx.build({"type": "pf", "weight_temperature": 0.0})
     with pytest.raises(ValidationError, match="weight_temperature"):

@@ -84,23 +84,43 @@ def test_the_shipped_value_model_was_fit_on_train_families_only() -> None:
     assert not set(meta["train_families"]) & set(EVAL)
 
 
-async def test_reward_value_in_a_spec_searches_with_the_shipped_model(smollm2: Any) -> None:
+@pytest.mark.parametrize("kind", ["bon", "pf"])
+async def test_the_default_reward_is_the_shipped_value_model_and_searches(
+    smollm2: Any, kind: str
+) -> None:
+    """A search built with no reward searches by the value model (chosen on held-out train
+    prefixes, benchmarks/train_value.py), end to end on the real SmolLM2: an outcome-style search
+    (best-of-N) and a per-step one (the particle filter)."""
     from agentic.runtime.suites import load_suite
-    from agentic.specs.registry import BuildContext
-    from agentic.specs.searches import BestOfNSpec
+    from agentic.specs.registry import BuildContext, parse_controller_spec
 
     suite = load_suite("basic_arithmetic", n=1, seed=3)
-    spec = BestOfNSpec(reward="value", samples=2, max_steps=2)
+    spec = parse_controller_spec({"type": kind, "samples": 2, "max_steps": 2})
+    assert spec.reward == "value"  # type: ignore[attr-defined]
     controller: Any = BuildContext(smollm2, suite).build(spec)
+    assert isinstance(controller.reward, ValueReward)
     with Budget() as budget:
         result = await controller.search(suite.tasks[0])
     assert result.answer and budget.spent.reward_calls >= 2
     scores = [s for _, s in result.finished]
-    assert len(scores) == 2 and all(s is not None and 0.0 < s < 1.0 for s in scores)
+    assert scores and all(s is not None and 0.0 < s < 1.0 for s in scores)
 
 
-def test_astar_searches_by_the_value_model_by_default() -> None:
+@pytest.mark.parametrize("kind", ["bon", "beam", "pf", "epf", "astar"])
+def test_every_search_searches_by_the_value_model_by_default(kind: str) -> None:
     from agentic.specs.registry import parse_controller_spec
 
-    spec = parse_controller_spec({"type": "astar"})
+    spec = parse_controller_spec({"type": kind})
     assert spec.reward == "value"  # type: ignore[attr-defined]
+
+
+def test_a_default_search_without_the_artifact_names_the_command_that_builds_it(
+    tmp_path: Path,
+) -> None:
+    from agentic.runtime.suites import load_suite
+    from agentic.specs.registry import BuildContext
+    from backends.testing import ScriptedBackend
+
+    ctx = BuildContext(ScriptedBackend(lambda prefix, j: ("1", True)), load_suite("gcd", n=1))
+    with pytest.raises(ConfigError, match=r"no trained value model at .*train_value\.py"):
+        ctx.build({"type": "pf", "value_model": str(tmp_path / "nothing-here")})

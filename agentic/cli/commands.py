@@ -225,10 +225,12 @@ def run(
     reward: Annotated[
         str | None,
         typer.Option(
-            help="Search: the verifier: judge (LLM judge on the backend), head (a trained head, "
-            "see --head), confidence (the policy's own token confidence), program (agreement with "
-            "a program the model writes, run in the sandbox), checker (oracle), or a weighted "
-            "sum such as 0.7*confidence+0.3*program."
+            help="Search: the verifier: value (the default: the shipped value model, a LoRA "
+            "SmolLM2 with a scalar head; best ROC AUC on held-out train-family prefixes), judge "
+            "(LLM judge on the backend), head (a trained head, see --head), confidence (the "
+            "policy's own token confidence), program (agreement with a program the model writes, "
+            "run in the sandbox), checker (oracle), or a weighted sum such as "
+            "0.7*confidence+0.3*program."
         ),
     ] = None,
     head: Annotated[
