@@ -316,3 +316,24 @@ async def test_the_live_bar_shows_tokens_and_eta() -> None:
     assert tokens > 0
     assert f"4/4 {tokens} tok" in screen.getvalue(), screen.getvalue()
     assert "ETA 0:00:00" in screen.getvalue()
+
+
+def test_prices_turn_usage_into_dollars_and_a_dollar_budget_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    with stub_server(post=_scripted_answers(delay=0.0)) as stub:
+        uri = f"openai:{stub.url}#m"
+        # each answer is 10 prompt + 2 completion tokens: 10 * 0.1 + 2 * 1.0 = 3 dollars
+        (tmp_path / "prices.yaml").write_text(
+            json.dumps({uri: {"prompt": 1e5, "completion": 1e6}})
+        )
+        res = agentic(
+            "run", "--backend", uri, "--n", "4", "--concurrency", "1", "--prices", "prices.yaml",
+            "--budget-usd", "7", "--json", "out.json", cwd=tmp_path,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["usage"]["cost_usd"] == pytest.approx(9.0)  # checked before each call: 3 ran
+    assert len(data["outcomes"]) == 3 and data["not_run"]
+    refused = agentic("run", "--budget-usd", "1", "--n", "1")
+    assert refused.returncode == 2 and "--budget-usd needs --prices" in refused.stderr

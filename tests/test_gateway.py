@@ -45,8 +45,8 @@ PRESETS = {
     "pf-long": {
         "type": "pf",
         "samples": 8,
-        "tokens_per_step": 48,
-        "max_steps": 6,
+        "tokens_per_step": 24,
+        "max_steps": 8,
         "reward": "confidence",
         "seed": 0,
     },
@@ -195,7 +195,7 @@ def test_a_budget_stops_a_search_with_its_best_so_far(client: openai.OpenAI) -> 
     )
     assert r.choices[0].finish_reason == "length"
     assert "budget exceeded: tokens" in r.model_extra["agentic"]["error"]
-    assert r.usage is not None and r.usage.model_extra["model_calls"] <= 8  # one round of 6
+    assert r.usage is not None and r.usage.model_extra["model_calls"] <= 8  # one round of 8
     # dollars charge too, through the price table
     r = client.chat.completions.create(
         model="pf-long", messages=QUESTION, extra_body={"agentic": {"budget": {"cost_usd": 1e-5}}}
@@ -279,6 +279,19 @@ def test_a_client_that_hangs_up_cancels_its_search(gateway: Server) -> None:
     while _metric(gateway, "agentic_in_flight") and time.monotonic() - gone < 30:
         time.sleep(0.1)
     assert _metric(gateway, "agentic_requests_total", label) == before + 1
+    # a plain (not streamed) request whose client gives up is cancelled too
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{gateway.url}/chat/completions",
+            json={**body, "stream": False},
+            headers=headers,
+            timeout=3,
+        )
+    gone = time.monotonic()
+    while _metric(gateway, "agentic_in_flight") and time.monotonic() - gone < 30:
+        time.sleep(0.1)
+    assert _metric(gateway, "agentic_backend_rows") == 0
+    assert _metric(gateway, "agentic_requests_total", label) == before + 2
 
 
 def test_recordings_replay_offline(gateway: Server, client: openai.OpenAI, tmp_path: Path) -> None:

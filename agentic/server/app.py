@@ -221,9 +221,6 @@ def create_app(start: Callable[[], Gateway]) -> FastAPI:
         except RequestError as e:
             status[0] = str(e.status)
             raise
-        except asyncio.CancelledError:
-            status[0] = "499"  # the client went away
-            raise
         finally:
             done()
 

@@ -16,7 +16,7 @@ from fastapi import Request
 from agentic.core import AgenticError, Event, GenerateRequest, Message, Outcome, Usage
 from agentic.server.metrics import Metrics
 from agentic.server.protocol import Chunker, error_body
-from agentic.server.service import Caller, Gateway, Plan
+from agentic.server.service import Caller, Gateway, Plan, RequestError
 
 DISCONNECT_POLL_S = 0.1
 # search events a progress stream forwards; `search.score` is folded into the next of these
@@ -65,13 +65,20 @@ def pieces(text: str) -> list[str]:
     return [p for p in re.findall(r"\s*\S+\s*|\s+", text)] or [""]
 
 
-async def until_done_or_gone(request: Request, task: asyncio.Future[_T]) -> _T:
-    """`task`'s result, cancelling it if the client disconnects first."""
+async def watch(request: Request, task: asyncio.Future[Any]) -> bool:
+    """Wait for `task`, cancelling it if the client disconnects first; True if it did."""
     while not task.done():
         if await request.is_disconnected():
             task.cancel()
-            break
+            return True
         await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+    return False
+
+
+async def until_done_or_gone(request: Request, task: asyncio.Future[_T]) -> _T:
+    """`task`'s result; a 499 (nginx's "client closed request") if the client left first."""
+    if await watch(request, task):
+        raise RequestError("the client closed the request", status=499, code="client_closed")
     return await task
 
 
@@ -93,13 +100,13 @@ async def stream_controller(
     listeners = [Progress(queue)] if progress else []
     task = asyncio.ensure_future(gw.solve(rid, plan, chat, caller, listeners))
     task.add_done_callback(lambda _: queue.put_nowait(end))
-    watcher = asyncio.ensure_future(until_done_or_gone(request, task))
+    watcher = asyncio.ensure_future(watch(request, task))
+    completed = False
     try:
         yield chunker.start()
         while (item := await queue.get()) is not end:
             yield chunker.progress(item)
         if task.cancelled():
-            status[0] = "499"
             return
         outcome = task.result()
         metrics.spent(outcome.usage)
@@ -109,7 +116,10 @@ async def stream_controller(
         if include_usage:
             yield chunker.usage(outcome.usage)
         yield chunker.done()
+        completed = True
     finally:
+        if not completed and status[0] == "200":
+            status[0] = "499"  # the client went away (our watcher or the server noticed)
         task.cancel()
         watcher.cancel()
 
@@ -153,7 +163,8 @@ async def stream_direct(
         queue.put_nowait((-1, None, None))
 
     task.add_done_callback(ended)
-    watcher = asyncio.ensure_future(until_done_or_gone(request, task))
+    watcher = asyncio.ensure_future(watch(request, task))
+    completed = False
     try:
         yield chunker.start()
         while (item := await queue.get())[0] >= 0:
@@ -165,7 +176,6 @@ async def stream_direct(
                     [chunker._choice(None if chunker.chat else "", finish, index=i)]
                 )
         if task.cancelled():
-            status[0] = "499"
             return
         if failed:
             status[0] = "500"
@@ -178,6 +188,9 @@ async def stream_direct(
         if include_usage:
             yield chunker.usage(usage)
         yield chunker.done()
+        completed = True
     finally:
+        if not completed and status[0] == "200":
+            status[0] = "499"  # the client went away (our watcher or the server noticed)
         task.cancel()
         watcher.cancel()
