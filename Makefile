@@ -65,7 +65,7 @@ run: $(STAMP)
 # The three venvs are built side by side: the llama.cpp compile keeps the CPUs busy while the
 # other two mostly download.
 # Two test workers: much of the suite waits on server start-ups, subprocess imports and
-# sockets, which the second worker overlaps. Each worker starts the session servers it needs.
+# sockets, which the second worker overlaps; the tests of a shared server stay on one worker.
 TEST_WORKERS ?= 2
 
 test:

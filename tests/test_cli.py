@@ -324,9 +324,7 @@ def test_prices_turn_usage_into_dollars_and_a_dollar_budget_stops_the_run(
     with stub_server(post=_scripted_answers(delay=0.0)) as stub:
         uri = f"openai:{stub.url}#m"
         # each answer is 10 prompt + 2 completion tokens: 10 * 0.1 + 2 * 1.0 = 3 dollars
-        (tmp_path / "prices.yaml").write_text(
-            json.dumps({uri: {"prompt": 1e5, "completion": 1e6}})
-        )
+        (tmp_path / "prices.yaml").write_text(json.dumps({uri: {"prompt": 1e5, "completion": 1e6}}))
         res = agentic(
             "run", "--backend", uri, "--n", "4", "--concurrency", "1", "--prices", "prices.yaml",
             "--budget-usd", "7", "--json", "out.json", cwd=tmp_path,

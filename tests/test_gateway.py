@@ -264,7 +264,8 @@ def test_a_client_that_hangs_up_cancels_its_search(gateway: Server) -> None:
     with httpx.stream(
         "POST", f"{gateway.url}/chat/completions", json=body, headers=headers, timeout=120
     ) as r:
-        next(r.iter_lines())  # the stream is open and the search started
+        lines = r.iter_lines()  # held: a dropped iterator closes the connection when collected
+        next(lines)  # the stream is open and the search started
         deadline = time.monotonic() + 120
         while _metric(gateway, "agentic_backend_rows") == 0:  # its particles are decoding
             assert time.monotonic() < deadline, "the search never reached the backend"

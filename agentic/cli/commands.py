@@ -6,10 +6,10 @@ they never show a traceback. A backend URI is shown and recorded only through `r
 key in it (`http://user:KEY@host`, `?api_key=KEY`) never reaches the screen or a recording.
 """
 
-from __future__ import annotations
-
 # Over 400 lines because `run` declares every option a user sets from the shell (about 30 typer
 # parameters, each with its help text): one command's signature, which splitting would scatter.
+
+from __future__ import annotations
 
 import asyncio
 import sys

@@ -14,12 +14,13 @@ encoded). A request's `response_format` constrains its rows token by token (`gra
 (`self.sampler`).
 """
 
-from __future__ import annotations
-
 # Over 400 lines because the scheduler loop, `stream`, `score` and the job queue they share stay
 # in one class: they hand rows to each other through its queue and its one model thread.
 
+from __future__ import annotations
+
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -336,10 +337,6 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
         task = asyncio.ensure_future(self._submit(request, rows))
         task.add_done_callback(lambda _: chunks.put_nowait(None))
 
-        def account(t: asyncio.Future[list[Generation]]) -> None:
-            if not t.cancelled() and t.exception() is None:
-                self._account("backend.generate", [request], [t.result()])
-
         finished = False
         try:
             while (chunk := await chunks.get()) is not None:
@@ -349,10 +346,14 @@ class TransformersBackend(InterventionHost, HiddenStateReader, BaseBackend):
             self._account("backend.generate", [request], [gens])
         finally:
             if not finished:
-                # a caller that stops reading frees the batch slot; what was produced is charged
+                # a caller that stops reading frees the batch slot at the next decode step; what
+                # was produced is charged then, while the caller's budget and trace are still
+                # open (a gateway closes a request's trace as soon as its stream ends); the
+                # caller has left, so a late refusal has no one to reach
                 for row in rows:
                     row.cancelled = True
-                task.add_done_callback(account)
+                with contextlib.suppress(Exception):
+                    self._account("backend.generate", [request], [await asyncio.shield(task)])
 
     async def _score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         prompts, conts = [], []
