@@ -380,6 +380,8 @@ def test_200_streams_with_disconnects(gateway: Server, smollm2: Any) -> None:
         _metric(gateway, "agentic_in_flight") == 0 and _metric(gateway, "agentic_backend_rows") == 0
     )
     assert _rss_kib(pid) < baseline * 1.1, "memory did not return to its baseline"
+    # what a stream left mid-way produced was charged while its trace was open, not after
+    assert "Traceback" not in Path(gateway.log).read_text()
     kept = [i for i in range(200) if i not in drop]
     local = smollm2.generate_sync(
         [
