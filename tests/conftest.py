@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One OpenMP thread per process (servers the tests start inherit it): two xdist workers share two
+# cores, and torch's default of a thread per core in every process oversubscribed them; the
+# spinning threads made the gateway's load test take 885 s beside the other worker against 146 s
+# alone. Servers that take a thread count (llama.cpp's --n_threads) set their own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Tests that use one of the session's real servers share an xdist worker, so each server starts
 # once; the llama.cpp and the vLLM tests are two groups, which two workers run side by side.
