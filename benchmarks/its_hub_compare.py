@@ -1,3 +1,6 @@
+# Over 400 lines on purpose: the comparison is only as fair as the settings it matches, and a
+# reader checks that in one place: both sides' runs, what each is metered on, and the report,
+# each against the mapping in the docstring below; the its_hub adapters are its_hub_adapter.py.
 """Our particle filters against its_hub's, side by side at equal budgets (issues #4, #18).
 
 Runs its_hub's `ParticleFiltering` and `EntropicParticleFiltering`
