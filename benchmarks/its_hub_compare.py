@@ -466,14 +466,20 @@ def rows_of(n: int, algo: str, group: dict[str, Any], args: argparse.Namespace) 
     return rows
 
 
+def suite_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {"name": SUITE, "config": SUITE_CONFIG, "tasks": args.tasks, "seed": args.seed}
+
+
 def done_groups(args: argparse.Namespace, settings: dict[str, Any]) -> dict[tuple[int, str], Row]:
-    """The (N, algorithm) groups `args.out` already holds for these settings (`--resume`), each
-    rebuilt from its rows: {"order", "runs" by side}."""
+    """The (N, algorithm) groups `args.out` already holds for these settings and tasks
+    (`--resume`), each rebuilt from its rows: {"order", "runs" by side}. Its N may differ:
+    resuming with more N adds groups."""
     if not (args.resume and args.out.exists()):
         return {}
     old = json.loads(args.out.read_text())
-    same = {k: v for k, v in old.get("settings", {}).items() if k != "n"}
-    if same != {k: v for k, v in settings.items() if k != "n"}:
+    was = {k: v for k, v in old.get("settings", {}).items() if k != "n"}
+    now = {k: v for k, v in settings.items() if k != "n"}
+    if was != now or old.get("suite") != suite_of(args):
         raise SystemExit(f"--resume: {args.out} was written with other settings; move it away")
     groups: dict[tuple[int, str], Row] = {}
     for row in old["rows"]:
@@ -485,14 +491,19 @@ def done_groups(args: argparse.Namespace, settings: dict[str, Any]) -> dict[tupl
 
 
 async def measure(
-    server: Server, args: argparse.Namespace, console: Console, resumed: dict[Any, Row], save: Save
+    server: Server,
+    args: argparse.Namespace,
+    console: Console,
+    resumed: dict[tuple[int, str], Row],
+    save: Save,
 ) -> list[Row]:
     suite = load_suite(SUITE, n=args.tasks, seed=args.seed, config=SUITE_CONFIG)
     tasks = list(suite.tasks)
     ways = sides(args.settings)
     if args.reward == "value":
         ValueReward.load(VALUE_PATH)  # the merged model loads once per process, not in a run
-    if args.warmup:
+    pairs = [(n, algo) for n in args.n for algo in ALGORITHMS]
+    if args.warmup and not set(pairs) <= set(resumed):
         # one task of another seed, every side, untimed: server and clients warm, nothing of
         # the measured tasks cached
         warm = load_suite(SUITE, n=1, seed=args.seed + 1000, config=SUITE_CONFIG)
@@ -500,7 +511,6 @@ async def measure(
             await way("pf", 2, server, warm, list(warm.tasks), args)
         console.print("warm-up done")
     rows: list[Row] = []
-    pairs = [(n, algo) for n in args.n for algo in ALGORITHMS]
     for k, (n, algo) in enumerate(pairs):
         if (n, algo) in resumed:
             console.print(f"N={n} {algo}: resumed from {args.out}")
@@ -663,7 +673,9 @@ def main() -> None:
     )
     ap.add_argument("--no-warmup", dest="warmup", action="store_false")
     ap.add_argument(
-        "--resume", action="store_true", help="skip the (N, algorithm) groups --out already holds"
+        "--resume",
+        action="store_true",
+        help="skip the (N, algorithm) groups --out already holds (and keep those of other N)",
     )
     ap.add_argument(
         "--out",
@@ -685,24 +697,22 @@ def main() -> None:
     console = Console()
     settings = settings_of(args)
     resumed = done_groups(args, settings)
+    # the file's groups of other N are kept, or resuming with fewer N would drop them
+    args.n = settings["n"] = sorted({*args.n, *(n for n, _ in resumed)})
+    versions = {
+        "agentic": pkg("agentic"),
+        "its_hub": pkg("its_hub"),
+        "vllm": vllm_version(),
+        "python": platform.python_version(),
+    }
 
     def save(rows: list[Row], complete: bool) -> None:
         result = {
             "benchmark": "its_hub_compare",
             "complete": complete,
-            "suite": {
-                "name": SUITE,
-                "config": SUITE_CONFIG,
-                "tasks": args.tasks,
-                "seed": args.seed,
-            },
+            "suite": suite_of(args),
             "model": "SmolLM2-135M-Instruct (float32) on vLLM's OpenAI server, CPU",
-            "versions": {
-                "agentic": pkg("agentic"),
-                "its_hub": pkg("its_hub"),
-                "vllm": vllm_version(),
-                "python": platform.python_version(),
-            },
+            "versions": versions,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "command": "benchmarks/its_hub_compare.py " + " ".join(sys.argv[1:]),
             "settings": settings,
@@ -713,7 +723,9 @@ def main() -> None:
             "target_met": {x: target_met(rows, x) for x in args.settings},
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        tmp = args.out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(args.out)  # whole or not at all: --resume reads what a killed run left
 
     logs = Path(tempfile.mkdtemp(prefix="its_hub_compare_"))  # kept: the server's log
     t0 = time.perf_counter()
