@@ -11,22 +11,24 @@ What maps to what (its_hub `AbstractProcessRewardModel` -> agentic `search.rewar
   text, so the PRM's last per-step score is its score of the full prefix;
 - `ascore(...) -> list[float]`, one score in [0, 1] per particle ->
   `rate(reward, task, [[text], ...], "last")`; for `JudgeReward`, P("Yes") of the judge prompt
-  about the whole prefix.
+  about the whole prefix; for `search.value_model.ValueReward`, the value of the whole prefix.
 
 With aggregation "last" (what the benchmark runs ours with) our particle filters weigh a particle
-by the PRM score of its whole prefix too, so both sides ask the judge the same question with the
-same prompt on the same backend. One difference in the judge's input: our step texts keep the
-delimiter, so an unfinished particle of ours is judged with a trailing "\\n\\n" and its_hub's
-without (its `StepGeneration` strips it).
+by the PRM score of its whole prefix too, so both sides ask the same PRM about the same text (the
+judge with the same prompt on the same backend). One difference in the PRM's input: our step texts
+keep the delimiter, so an unfinished particle of ours is scored with a trailing "\\n\\n" and
+its_hub's without (its `StepGeneration` strips it).
 
 The text is scored as one piece on purpose: splitting it back into steps at "\\n\\n" would ask the
-judge about prefixes that end in the delimiter, which its_hub never scored before (its previous
-texts end without it), so `JudgeReward`'s per-prefix cache would miss and every round would cost
-one judge call per step instead of one per particle. As it is, both sides share that cache's
-behaviour: a text judged before for the same task (a resampled copy, say) costs nothing.
+PRM about prefixes that end in the delimiter, which its_hub never scored before (its previous texts
+end without it), so the PRM's per-prefix cache (`JudgeReward`'s, `ValueReward`'s) would miss and
+every round would cost one score per step instead of one per particle. As it is, both sides share
+that cache's behaviour: a text scored before for the same task (a resampled copy, say) costs
+nothing.
 
-Each scored text is charged to the current `agentic` `Budget` (reward calls, the judge's score
-requests), as ours are; open a `Budget()` around `ainfer` to meter its_hub's PRM use.
+Each scored text is charged to the current `agentic` `Budget` (reward calls; the judge's score
+requests, the value model's encoded tokens), as ours are; open a `Budget()` around `ainfer` to
+meter its_hub's PRM use.
 
 Sync and async: its_hub's particle filters only ever `await prm.ascore(...)`, which runs on the
 caller's event loop (the one our backend's HTTP client is bound to). `score` (sync, required by
@@ -75,12 +77,12 @@ def question_of(prompt_or_messages: Any) -> str:
 
 
 class ItsHubPRM(AbstractProcessRewardModel):
-    """its_hub PRM interface over an agentic reward model (a `JudgeReward`, typically).
+    """its_hub PRM interface over an agentic reward model (a `JudgeReward` or a `ValueReward`).
 
     `tasks`: the tasks its_hub will be asked about; its_hub only passes the question text, which
     is looked up here (the first task with that `input` wins: tasks with the same question get
-    the same judge prompt anyway). `stop_marker`: the `StopMarkerLM` marker, removed from a
-    text's end before it is scored.
+    the same judge prompt or value-model chat anyway). `stop_marker`: the `StopMarkerLM` marker,
+    removed from a text's end before it is scored.
     """
 
     def __init__(
