@@ -56,9 +56,10 @@ Matched settings (its_hub <- ours):
   (`ainfer`), so it needs no threads. Within a task both send a round's N generations
   concurrently (its_hub: one aiohttp session per round, no client-side limit; ours: the
   backend's limit, set to concurrency x N x 2 so that it never binds).
-- order: within each (N, algorithm) pair the side that runs first alternates, and a small
-  warm-up of both runs before anything is timed; vLLM's prefix cache is shared, so whichever
-  runs second may find the questions' prompts cached.
+- order: the sides (ours, its_hub in each setting) run one after another, their order rotated
+  by one from each (N, algorithm) group and repeat to the next, and a small warm-up of every side
+  runs before anything is timed; vLLM's prefix cache is shared, so whichever runs later may find
+  the questions' prompts cached.
 
 Mismatches that remain (also listed in the JSON):
 - look-ahead: its_hub's `does_lookahead_modulation` raises NotImplementedError, so our ePF runs
