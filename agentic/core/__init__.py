@@ -1,5 +1,6 @@
 """Contracts shared by every layer of agentic. Imports nothing from the rest of the repository."""
 
+from agentic.core.affinity import affinity, affinity_key
 from agentic.core.answers import AnswerReader, extract_answer, read_answer
 from agentic.core.budget import Budget, BudgetExceeded, charge_budget, check_budget
 from agentic.core.errors import (
@@ -70,6 +71,8 @@ __all__ = [
     "TraceFormatError",
     "Tracer",
     "Usage",
+    "affinity",
+    "affinity_key",
     "charge_budget",
     "check_budget",
     "emit",

@@ -28,6 +28,7 @@ from agentic.core import (
     Task,
     TaskSuite,
     Usage,
+    affinity,
     emit,
     span,
 )
@@ -79,7 +80,7 @@ class RunResult(BaseModel):
 
 
 async def _run_task(suite: TaskSuite, controller: Controller, task: Task, ctx: Context) -> Outcome:
-    with span("task", task_id=task.id) as span_id, Budget() as meter:
+    with span("task", task_id=task.id) as span_id, Budget() as meter, affinity(task.id):
         try:
             outcome = await controller(task, ctx)
         except AgenticError as e:  # budget, replay miss, backend down: recorded, run goes on
