@@ -15,7 +15,16 @@ from agentic.core.errors import (
     StructuredOutputError,
     TraceFormatError,
 )
-from agentic.core.events import ConsoleSink, Event, JSONLSink, Tracer, emit, read_events, span
+from agentic.core.events import (
+    ConsoleSink,
+    Event,
+    JSONLSink,
+    Tracer,
+    emit,
+    forward,
+    read_events,
+    span,
+)
 from agentic.core.prices import Price, PriceTable
 from agentic.core.redact import redact_uri
 from agentic.core.sync import run
@@ -77,6 +86,7 @@ __all__ = [
     "check_budget",
     "emit",
     "extract_answer",
+    "forward",
     "read_answer",
     "read_events",
     "redact_uri",
