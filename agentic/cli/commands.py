@@ -256,6 +256,17 @@ def run(
     budget_usd: Annotated[
         float | None, typer.Option(help="Stop after this many dollars (needs --prices).")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Solve the tasks on a Ray cluster: HOST:PORT, ray://HOST:PORT, auto, or local "
+            "(start Ray in this process). The recording, --resume and the table are as local.",
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int, typer.Option(help="--ray: worker actors, one CPU each (a local model per actor).")
+    ] = 2,
 ) -> None:
     """Solve a task suite and print accuracy and cost: plain greedy answering (`direct`) or a
     test-time search guided by a reward model.
@@ -302,16 +313,24 @@ def run(
             b.price = table.price_for([b.name, uri])
         return b
 
-    model = load_priced(backend)
+    executor = None
+    if ray is not None:
+        from agentic.runtime.on_ray import RayExecutor
+
+        executor = RayExecutor(ray, backend=backend, workers=ray_workers, prices=table)
+    # on Ray the model loads in the workers, not here
+    model = load_priced(backend) if executor is None else None
     # recorded with every URI redacted (a pipeline's own backends too); a resume compares and a
     # replay looks backends up in this same redacted form, so neither needs the key. Names stay
     # as the backend gives them: they key its events (OpenAIBackend redacts its own)
-    run_config = {
+    run_config: dict[str, Any] = {
         "backend": redact_uri(backend),
-        "backend_name": model.name,
+        "backend_name": model.name if model is not None else None,
         "controller": redacted(spec.model_dump(mode="json")),
         "concurrency": concurrency,
     }
+    if executor is not None:
+        run_config["ray"] = {"address": redact_uri(ray or ""), "workers": ray_workers}
     done: list[Outcome] | None = None
     if resume is not None:
         done = _resumable(resume, task_suite.config(), run_config)
@@ -324,23 +343,34 @@ def run(
         sinks.append(ConsoleSink(types={"backend.generate", "task.outcome", "run.end"}))
     tracer = Tracer(sinks)
 
-    builder = BuildContext(model, task_suite, load_priced)
+    builder = BuildContext(model, task_suite, load_priced) if model is not None else None
 
     async def go() -> Any:
+        built: Any = None
         try:
-            built = builder.build(spec)
-            # other backends the pipeline named, so a replay can serve each from the recording
-            run_config["backends"] = {
-                redact_uri(uri): b.name for uri, b in builder.backends.items()
-            }
+            if executor is not None:
+                built = await executor.controller(spec, task_suite)
+                run_config["backend_name"] = built.backend_name
+                run_config["backends"] = built.info[0]["backends"]
+            else:
+                assert builder is not None
+                built = builder.build(spec)
+                # other backends the pipeline named, so a replay can serve each from the
+                # recording
+                run_config["backends"] = {
+                    redact_uri(uri): b.name for uri, b in builder.backends.items()
+                }
             with tracer.activate():
                 return await solve_with_progress(
                     task_suite, built, concurrency, budget, run_config, done, err, progress_every
                 )
         finally:
-            await builder.aclose()
-            for b in [model, *builder.backends.values()]:
-                await b.aclose()
+            if executor is not None and built is not None:
+                await built.aclose()
+            if builder is not None:
+                await builder.aclose()
+                for b in [model, *builder.backends.values()]:
+                    await b.aclose()
             if sink is not None:
                 sink.close()
 

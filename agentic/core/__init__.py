@@ -1,5 +1,6 @@
 """Contracts shared by every layer of agentic. Imports nothing from the rest of the repository."""
 
+from agentic.core.affinity import affinity, affinity_key
 from agentic.core.answers import AnswerReader, extract_answer, read_answer
 from agentic.core.budget import Budget, BudgetExceeded, charge_budget, check_budget
 from agentic.core.errors import (
@@ -14,7 +15,16 @@ from agentic.core.errors import (
     StructuredOutputError,
     TraceFormatError,
 )
-from agentic.core.events import ConsoleSink, Event, JSONLSink, Tracer, emit, read_events, span
+from agentic.core.events import (
+    ConsoleSink,
+    Event,
+    JSONLSink,
+    Tracer,
+    emit,
+    forward,
+    read_events,
+    span,
+)
 from agentic.core.prices import Price, PriceTable
 from agentic.core.redact import redact_uri
 from agentic.core.sync import run
@@ -70,10 +80,13 @@ __all__ = [
     "TraceFormatError",
     "Tracer",
     "Usage",
+    "affinity",
+    "affinity_key",
     "charge_budget",
     "check_budget",
     "emit",
     "extract_answer",
+    "forward",
     "read_answer",
     "read_events",
     "redact_uri",

@@ -76,6 +76,26 @@ class Budget:
             max_cost_usd=self.max_cost_usd,
         )
 
+    def remaining(self) -> Budget:
+        """A fresh budget holding what is left here and in every enclosing budget: what work
+        sent to another process (a Ray worker) may still spend."""
+        left: dict[str, float] = {}
+        b: Budget | None = self
+        while b is not None:
+            s = b.spent
+            for name, limit, spent in (
+                ("max_tokens", b.max_tokens, s.total_tokens),
+                ("max_model_calls", b.max_model_calls, s.model_calls),
+                ("max_reward_calls", b.max_reward_calls, s.reward_calls),
+                ("max_seconds", b.max_seconds, b.elapsed),
+                ("max_cost_usd", b.max_cost_usd, s.cost_usd),
+            ):
+                if limit is not None:
+                    room = max(limit - spent, 0)
+                    left[name] = min(left.get(name, room), room)
+            b = b.parent
+        return Budget(**left)  # type: ignore[arg-type]
+
     @staticmethod
     def current() -> Budget | None:
         return _current.get()

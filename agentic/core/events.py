@@ -105,6 +105,18 @@ def emit(type: str, **payload: Any) -> Event | None:
     return tracer.emit(type, **payload) if tracer is not None else None
 
 
+def forward(event: Event) -> None:
+    """Hand an event recorded elsewhere (in a worker process) to the current tracer's sinks as
+    it was, under the current span where it had no parent there."""
+    tracer = _tracer.get()
+    if tracer is None:
+        return
+    if event.parent_id is None:
+        event = event.model_copy(update={"parent_id": _span.get()})
+    for sink in tracer.sinks:
+        sink(event)
+
+
 @contextmanager
 def span(type: str, **payload: Any) -> Iterator[str]:
     """Open a span: emits `type` and makes its id the parent of events emitted inside."""

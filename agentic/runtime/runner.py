@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -28,9 +28,18 @@ from agentic.core import (
     Task,
     TaskSuite,
     Usage,
+    affinity,
     emit,
     span,
 )
+
+
+class Executor(Protocol):
+    """Somewhere else to solve a run's tasks (`agentic.runtime.on_ray.RayExecutor`): it builds
+    the controller from its spec where the tasks will run and returns a controller that sends
+    them there; `run_suite` closes it (`aclose`) when the run ends."""
+
+    async def controller(self, spec: Any, suite: TaskSuite) -> Controller: ...
 
 
 class RunResult(BaseModel):
@@ -79,7 +88,7 @@ class RunResult(BaseModel):
 
 
 async def _run_task(suite: TaskSuite, controller: Controller, task: Task, ctx: Context) -> Outcome:
-    with span("task", task_id=task.id) as span_id, Budget() as meter:
+    with span("task", task_id=task.id) as span_id, Budget() as meter, affinity(task.id):
         try:
             outcome = await controller(task, ctx)
         except AgenticError as e:  # budget, replay miss, backend down: recorded, run goes on
@@ -107,13 +116,32 @@ async def run_suite(
     on_outcome: Callable[[Outcome], None] | None = None,
     config: dict[str, Any] | None = None,
     done: Sequence[Outcome] | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
     """Solve `tasks` (default: all of the suite's) with `controller`; `config` is recorded in
     the `run.start` event so the run can be rebuilt (see `agentic replay`). Tasks with an
     outcome in `done` (from an interrupted run) are not solved again; passing `done`, even
-    empty, marks the run as resumed (`run.resume` instead of a second `run.start`)."""
+    empty, marks the run as resumed (`run.resume` instead of a second `run.start`). With an
+    `executor` (a Ray cluster), `controller` is a spec and the tasks are solved there."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if executor is not None:
+        remote = await executor.controller(controller, suite)
+        try:
+            return await run_suite(
+                suite,
+                remote,
+                concurrency=concurrency,
+                budget=budget,
+                tasks=tasks,
+                on_outcome=on_outcome,
+                config=config,
+                done=done,
+            )
+        finally:
+            close = getattr(remote, "aclose", None)
+            if close is not None:
+                await close()
     todo = list(suite.tasks if tasks is None else tasks)
     outcomes: dict[str, Outcome] = {}
     for o in done or ():

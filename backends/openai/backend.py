@@ -130,6 +130,10 @@ class OpenAIBackend(BaseBackend):
             max_batch=max_concurrency,
         )
 
+    async def ping(self) -> bool:
+        """Whether the server answers `GET /models` now (one try, two seconds)."""
+        return await self.http.ping()
+
     def __repr__(self) -> str:
         url = redact_uri(self.http.base_url)
         return f"OpenAIBackend({url!r}, model={self.model!r}, server={self.server!r})"

@@ -400,6 +400,17 @@ class RetryingClient:
             await resp.aclose()
             gate.release()
 
+    async def ping(self, path: str = "models", within: float = 2.0) -> bool:
+        """One unretried `GET path` within `within` seconds: does the server answer 200 now?
+        (a replica pool's health check, which must neither wait behind the request gate nor
+        spend a minute of retries on a dead server)."""
+        client, _ = self._bound()
+        try:
+            resp = await client.get(self.url(path), params=self._params, timeout=within)
+        except (httpx.HTTPError, OSError):
+            return False
+        return resp.status_code == 200
+
     async def post(self, path: str, body: dict[str, Any], parse: Parse | None = None) -> Any:
         return await self.request("POST", path, body, parse)
 
