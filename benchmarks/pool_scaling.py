@@ -8,13 +8,11 @@ use both. Runs the same suite and controller three ways, each on freshly started
 - `2 replicas, affinity`: `pool:openai:URL1,URL2#smollm2` (every call of a task on its home).
 - `2 replicas, no affinity`: the same pool with `affinity=False` (least-loaded per call).
 
-Reported per run: wall seconds, tasks/s, accuracy, prompt tokens sent (the servers' own usage
-counts), and what the servers took from their KV cache, read from their own logs: each server,
-started with `--verbose true`, logs `N prefix-match hit` for a prompt whose first N tokens it
-still holds (llama.cpp keeps one sequence: the last prompt it served) and `full prompt already
-cached` for a prompt it holds whole. The hit rate is the share of requests that reused
-something; `reused tokens` sums the N of the prefix hits (whole-prompt hits are logged without
-their length, so it is a lower bound).
+Reported per run: wall seconds, tasks/s, accuracy, errors, prompt tokens sent (the servers' own
+usage counts) and prompt tokens the servers evaluated, read from their own logs: started with
+`--verbose true`, llama.cpp prints `prompt eval time = ... / N tokens` for each request, N being
+what its KV cache did not already hold (it keeps one sequence: the last prompt it served). The
+share taken from the cache is 1 - evaluated / sent.
 
     .venv/bin/python benchmarks/pool_scaling.py --tasks 16 --concurrency 4
 
@@ -40,17 +38,11 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA_PYTHON = REPO / ".venv-llamacpp" / "bin" / "python"
-# a particle filter: a task's particles extend shared prefixes, which is what a prefix cache serves
-SPEC = {
-    "type": "pf",
-    "samples": 4,
-    "tokens_per_step": 24,
-    "max_steps": 3,
-    "reward": "confidence",
-    "seed": 0,
-}
-HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit, remaining (\d+) prompt tokens")
-FULL = "full prompt already cached"
+# self-consistency: a task's samples are separate requests with one prompt (llama.cpp's server
+# returns one choice per request), which a prefix cache serves; a search that scores prefixes
+# (PF, beam) needs prompt logprobs, which llama.cpp's server does not return
+SPEC = {"type": "sc", "n": 4, "max_tokens": 32, "temperature": 0.8, "seed": 0}
+EVALUATED = re.compile(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens")
 
 
 def _port() -> int:
@@ -103,14 +95,13 @@ def _start(folder: Path, name: str) -> tuple[subprocess.Popen[bytes], str, Path]
 
 
 def _cache_use(log: Path) -> dict[str, int]:
-    """Requests a server answered, how many reused cached prompt tokens, and how many tokens
-    its prefix hits reused, from its own log."""
+    """Requests a server answered and the prompt tokens it evaluated, from its own log (with
+    `--verbose true` llama.cpp prints `prompt eval time = ... / N tokens` per request: N is what
+    its KV cache did not already hold)."""
     text = log.read_text(errors="replace")
-    hits = [int(m[1]) for m in HIT.finditer(text)]
     return {
         "requests": len(re.findall(r'"POST /v1/(?:chat/)?completions HTTP', text)),
-        "hits": len(hits) + text.count(FULL),
-        "reused_tokens": sum(hits),
+        "evaluated": sum(int(n) for n in EVALUATED.findall(text)),
     }
 
 
@@ -174,9 +165,9 @@ def main() -> None:
         use = [_cache_use(log) for _, _, log in servers]
         row.update(label=label, replicas=k)
         row["server_requests"] = sum(u["requests"] for u in use)
-        row["cache_hits"] = sum(u["hits"] for u in use)
-        row["reused_tokens"] = sum(u["reused_tokens"] for u in use)
-        row["hit_rate"] = row["cache_hits"] / max(row["server_requests"], 1)
+        row["evaluated_prompt_tokens"] = sum(u["evaluated"] for u in use)
+        row["reused_tokens"] = row["prompt_tokens"] - row["evaluated_prompt_tokens"]
+        row["hit_rate"] = row["reused_tokens"] / max(row["prompt_tokens"], 1)
         row["calls_per_replica"] = {
             r: row["routes"].count(r) for r in sorted(set(row["routes"]))
         } or {"(direct)": row["calls"]}
@@ -188,15 +179,16 @@ def main() -> None:
             flush=True,
         )
     print(
-        "\n| setup | wall s | tasks/s | accuracy | requests | prompt tokens sent "
-        "| requests reusing the cache | reused tokens (prefix hits) |"
+        "\n| setup | wall s | tasks/s | accuracy | errors | requests | prompt tokens sent "
+        "| evaluated | taken from the cache |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['label']} | {r['wall_s']:.1f} | {r['tasks_per_s']:.3f} "
-            f"| {100 * r['accuracy']:.0f}% | {r['server_requests']} | {r['prompt_tokens']} "
-            f"| {100 * r['hit_rate']:.0f}% | {r['reused_tokens']} |"
+            f"| {100 * r['accuracy']:.0f}% | {r['errors']} | {r['server_requests']} "
+            f"| {r['prompt_tokens']} | {r['evaluated_prompt_tokens']} "
+            f"| {100 * r['hit_rate']:.0f}% |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
