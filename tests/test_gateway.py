@@ -395,9 +395,9 @@ def test_200_streams_with_disconnects(gateway: Server, smollm2: Any) -> None:
     assert [answers[i] for i in kept] == [g[0].text for g in local]
 
 
-def _first_number(text: str) -> str:
-    m = re.search(r"-?\d+", text)  # the task YAML's filter and lm-eval's fallback
-    return m[0] if m else "[invalid]"
+def _last_number(text: str) -> str:
+    found = re.findall(r"-?\d+", text)  # the task YAML's filter and lm-eval's fallback
+    return found[-1] if found else "[invalid]"
 
 
 def test_lm_eval_through_the_gateway_matches_in_process(
@@ -439,7 +439,7 @@ def test_lm_eval_through_the_gateway_matches_in_process(
     )
     assert run.returncode == 0, run.stderr[-3000:]
     [results] = list(out.rglob("results_*.json"))
-    score = json.loads(results.read_text())["results"]["agentic_arith"]["exact_match,first_number"]
+    score = json.loads(results.read_text())["results"]["agentic_arith"]["exact_match,last_number"]
     [samples] = list(out.rglob("samples_agentic_arith_*.jsonl"))
     graded = {
         json.loads(line)["doc"]["id"]: json.loads(line)["filtered_resps"][0]
@@ -455,7 +455,7 @@ def test_lm_eval_through_the_gateway_matches_in_process(
                 str(d["id"]), [Message(role="user", content=d["question"])]
             )
             result = await run_suite(suite, controller, concurrency=1)
-            answers.append(_first_number(result.outcomes[0].output))
+            answers.append(_last_number(result.outcomes[0].output))
         return answers
 
     local = asyncio.run(in_process())

@@ -130,6 +130,31 @@ async def test_a_dead_replica_fails_over_once_and_is_charged_once() -> None:
     await pool.aclose()
 
 
+async def test_the_health_check_takes_a_replica_out_and_brings_it_back() -> None:
+    answering = {"replica0": True, "replica1": True}
+
+    class Pingable(FunctionBackend):
+        async def ping(self) -> bool:
+            return answering[self.name]
+
+    reps = [Pingable(lambda r, i=i: f"r{i}", name=f"replica{i}") for i in range(2)]
+    pool = ReplicaPool(reps, health_interval=0.05)
+    events: list[Event] = []
+    with Tracer([events.append]).activate():
+        await pool.generate([_ask("q")])  # starts the health loop on this event loop
+        answering["replica1"] = False
+        await asyncio.sleep(0.2)
+        assert [s["up"] for s in pool.stats()] == [True, False]
+        texts = {(await pool.generate([_ask(f"q{i}")]))[0][0].text for i in range(8)}
+        assert texts == {"r0"}  # nothing is sent to the replica that does not answer
+        answering["replica1"] = True
+        await asyncio.sleep(0.2)
+        assert [s["up"] for s in pool.stats()] == [True, True]
+    changes = [(e.payload["replica"], e.payload["up"]) for e in events if e.type == "pool.health"]
+    assert changes == [("replica1", False), ("replica1", True)]
+    await pool.aclose()
+
+
 async def test_a_refused_request_is_not_retried_elsewhere() -> None:
     def refuse(request: GenerateRequest) -> str:
         raise RequestRejected("HTTP 400: bad request")
