@@ -47,6 +47,9 @@ def cluster() -> Iterator[str]:
         _ray("start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common)
         yield f"127.0.0.1:{port}"
     finally:
+        import ray
+
+        ray.shutdown()  # this process's driver first, so the nodes stop without a complaint
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=ENV, timeout=120)
 
 
@@ -111,7 +114,11 @@ def test_killing_a_worker_reruns_only_its_unfinished_tasks(
 
         try:
             with Tracer([events.append]).activate():
-                return await run_suite(suite, remote, concurrency=2, on_outcome=kill_once)
+                result = await run_suite(suite, remote, concurrency=2, on_outcome=kill_once)
+            # the killed worker was restarted: a new process answers for that actor
+            now = [(await a.describe.remote())["pid"] for a in remote.actors]
+            assert killed[0] not in now and len(now) == 2
+            return result
         finally:
             await remote.aclose()
 

@@ -369,7 +369,7 @@ def run(
                 await built.aclose()
             if builder is not None:
                 await builder.aclose()
-                for b in [model, *builder.backends.values()]:
+                for b in [builder.backend, *builder.backends.values()]:
                     await b.aclose()
             if sink is not None:
                 sink.close()

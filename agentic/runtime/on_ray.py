@@ -63,7 +63,7 @@ class _Solver:
         from backends import load_backend
 
         def load(uri: str) -> Any:
-            b = load_backend(uri, **(options if uri == backend else {}))
+            b: Any = load_backend(uri, **(options if uri == backend else {}))
             if prices is not None:
                 b.price = prices.price_for([b.name, uri])
             return b
@@ -224,13 +224,14 @@ class RayExecutor:
 
         self._connect()
         spec_json = spec.model_dump(mode="json") if hasattr(spec, "model_dump") else dict(spec)
-        solver = ray.remote(_Solver).options(
+        # Ray's stubs type a remote class by its methods, not as an actor class
+        solver: Any = ray.remote(_Solver).options(
             num_cpus=1,
             max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
             scheduling_strategy="SPREAD",
         )
-        actors = [
+        actors: list[Any] = [
             solver.remote(
                 self.backend, self.backend_options, self.prices, spec_json, suite.config()
             )
