@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,17 +142,33 @@ def test_the_cli_records_a_ray_run_that_replays_and_resumes(cluster: str, tmp_pa
         [AGENTIC, "replay", str(rec)], capture_output=True, text=True, env=ENV, timeout=300
     )
     assert replay.returncode == 0 and "identical" in replay.stdout, replay.stdout + replay.stderr
-    # a run cut after two tasks resumes on Ray and solves only the other two
-    lines = rec.read_text().splitlines()
-    outcomes = [i for i, ln in enumerate(lines) if '"task.outcome"' in ln]
-    cut = tmp_path / "cut.jsonl"
-    cut.write_text("\n".join(lines[: outcomes[1] + 1]) + "\n")
+    # a driver killed mid-run resumes on Ray and solves only the tasks it had not finished
+    killed = tmp_path / "killed.jsonl"
+    driver = subprocess.Popen(
+        [AGENTIC, *args, "--record", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 300
+    while '"task.outcome"' not in (killed.read_text() if killed.exists() else ""):
+        assert driver.poll() is None and time.monotonic() < deadline, "no task finished"
+        time.sleep(0.1)
+    driver.kill()
+    driver.wait()
+    before = killed.read_text().count('"task.outcome"')
+    assert before < 4, "the driver finished before it was killed"
     res = subprocess.run(
-        [AGENTIC, *args, "--resume", str(cut)], capture_output=True, text=True, env=ENV, timeout=600
+        [AGENTIC, *args, "--resume", str(killed)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    events = [json.loads(ln) for ln in cut.read_text().splitlines()]
-    assert sum(e["type"] == "task.outcome" for e in events) == 4
+    events = [json.loads(ln) for ln in killed.read_text().splitlines()]
+    solved = [e["payload"]["outcome"]["task_id"] for e in events if e["type"] == "task.outcome"]
+    assert len(solved) == len(set(solved)) == 4  # each task once: none lost, none solved twice
     assert sum(e["type"] == "run.resume" for e in events) == 1
 
 
