@@ -208,7 +208,9 @@ class RayExecutor:
                 ) from None
         try:
             ray.init(
-                address=None if self.address == "local" else self.address,
+                # "local" always starts a new instance: None would join a cluster that
+                # `ray start` left on this machine
+                address=self.address,
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
