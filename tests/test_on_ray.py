@@ -29,8 +29,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 RAY = str(Path(sys.executable).with_name("ray"))
 AGENTIC = str(Path(sys.executable).with_name("agentic"))
 SPEC = {"type": "sc", "n": 2, "max_tokens": 24, "temperature": 0.8, "seed": 0}
-# the workers import this checkout, whatever the venv's editable install points at
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+# the workers import this checkout, whatever the venv's editable install points at; no token
+# auth, which a token file left in ~/.ray by any earlier local Ray would otherwise switch on for
+# the head and not for the second node
+ENV = {
+    **os.environ,
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "PYTHONPATH": str(REPO),
+}
 
 
 def _ray(*args: str) -> None:
@@ -40,6 +47,7 @@ def _ray(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # this process's driver, as the nodes
     port = free_port()
     common = ["--num-cpus=1", "--disable-usage-stats"]
     _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
