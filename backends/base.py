@@ -9,6 +9,7 @@ work for every backend that subclasses it (a third-party plugin included).
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -163,12 +164,16 @@ class BaseBackend(ABC):
         the priced results (what the caller gets)."""
         results = self._priced([list(row) for row in results])
         usage = Usage()
+        # the requests of one call share a batch id, so a recording shows what ran together
+        batch = uuid.uuid4().hex[:12]
         for req, res in zip(requests, results, strict=True):
             for r in res:
                 usage = usage + r.usage
             emit(
                 event,
                 backend=self.name,
+                batch=batch,
+                batch_size=len(requests),
                 key=req.key(),  # type: ignore[attr-defined]
                 request=req.model_dump(mode="json"),
                 results=[r.model_dump(mode="json") for r in res],

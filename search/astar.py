@@ -45,7 +45,7 @@ from typing import Literal, get_args
 
 from agentic.core import Budget, ConfigError, Context, Task, check_budget, emit
 from search.base import Partial, SearchController, SearchTree, StepGenerator, best_so_far
-from search.rewards import OutcomeReward, ProcessReward
+from search.rewards import OutcomeReward, ProcessReward, score_steps
 
 Cost = Literal["neglog", "mean_gap"]
 EPS = 1e-6  # keeps -log r finite when the PRM is certain a step is wrong
@@ -115,7 +115,7 @@ class AStarDecoding(SearchController):
             # the backend checks the budget only before generating: once this generation went
             # over a limit, stop before paying for PRM calls too
             check_budget()
-            per_step = await self.reward.score(task, [kid.steps for kid in kids])
+            per_step = await score_steps(self.reward, task, [kid.steps for kid in kids])
             for kid, scores in zip(kids, per_step, strict=True):
                 fk = priority(scores, len(kid.steps), self.cost, horizon=self.steps.max_steps)
                 tree.score(kid, math.exp(-fk))

@@ -102,6 +102,18 @@ class SearchResult:
     usage: Usage
     stopped: str | None = None  # why the search ended early (budget), if it did
 
+    @property
+    def chosen(self) -> int | None:
+        """The tree node of the answer (finished first, then best scored, then first made); None
+        when no node holds it (an empty tree, or an answer a selector assembled)."""
+        nodes = [
+            (n, d) for n, d in self.tree.graph.nodes(data=True) if n and d["text"] == self.answer
+        ]
+        if not nodes:
+            return None
+        score = lambda d: d["score"] if d["score"] is not None else -math.inf  # noqa: E731
+        return min(nodes, key=lambda nd: (not nd[1]["done"], -score(nd[1]), nd[0]))[0]
+
 
 class StepGenerator:
     """Extends partial solutions one step at a time through a backend, batched."""
@@ -195,6 +207,7 @@ def describe(result: SearchResult) -> dict[str, Any]:
     return {
         "answer": result.answer,
         "score": result.score,
+        "chosen": result.chosen,
         "nodes": result.tree.graph.number_of_nodes(),
         "finished": len(result.finished),
         "usage": result.usage.model_dump(),

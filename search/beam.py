@@ -24,7 +24,7 @@ extended node M.
 
 from __future__ import annotations
 
-from agentic.core import Budget, ConfigError, Context, Task
+from agentic.core import Budget, ConfigError, Context, Task, emit
 from search.base import Partial, SearchController, SearchTree, StepGenerator
 from search.rewards import Aggregation, OutcomeReward, ProcessReward, aggregate, rate
 
@@ -80,6 +80,13 @@ class BeamSearch(SearchController):
             if live:
                 best_live = live[0]
             beams = [c for c, _ in live[: self.width]]
+            emit(
+                "search.round",
+                round=r + 1,
+                kept=[c.node for c in beams],
+                pruned=[c.node for c, _ in live[self.width :]],
+                finished=[c.node for c, s in scored if c.done],
+            )
         pool = finished or ([best_live] if best_live else [])
         out: list[tuple[str, float | None]] = [(c.text, s) for c, s in finished]
         if not pool:

@@ -123,6 +123,7 @@ class EntropicParticleFilter(ParticleFilter):
         looks = [kids[0] for kids in ahead]
         for a in looks:
             tree.graph.nodes[a.node]["lookahead"] = True
+            emit("search.lookahead", node=a.node)
         scores = await rate(self.reward, task, [a.steps for a in looks], self.aggregation)
         by_node = {}
         for p, a, s in zip(live, looks, scores, strict=True):

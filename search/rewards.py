@@ -12,13 +12,16 @@ partial solution, read from `Backend.score`; a PRM when asked about each step pr
 about the whole answer), `WeightedReward` (a weighted combination of rewards, itself a reward).
 More verifiers live beside this file: `confidence.py` (the policy's own token confidence),
 `head_reward.py` (a trained head), `program_reward.py` (agreement with a program's output).
-Each scored item is one reward call, charged to the current `Budget`.
+Each scored item is one reward call, charged to the current `Budget`. Each batch a search asks
+for is traced as a `reward` span (reward name, kind, items) closed by a `reward.result` event
+(the scores and the seconds it took), so a recording and the OTel export both show it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -30,6 +33,8 @@ from agentic.core import (
     TaskSuite,
     Usage,
     charge_budget,
+    emit,
+    span,
 )
 from backends import Backend
 
@@ -75,14 +80,35 @@ async def rate(
     scores the joined text, a PRM's per-step scores are folded by `aggregation`. A PRM that says
     `prefix_only = True` (its score of a step depends only on the text up to it, as
     `JudgeReward`'s and `HeadReward`'s do) is asked only about whole texts under "last"."""
-    if reward.kind == "outcome":
-        return await reward.score(task, ["".join(s) for s in solutions])
-    if aggregation == "last" and getattr(reward, "prefix_only", False):
-        # the last step's score is the score of the whole text: the earlier prefixes need no call
-        per_step = await reward.score(task, [["".join(s)] for s in solutions])
-    else:
+    with span("reward", reward=type(reward).__name__, kind=reward.kind, items=len(solutions)):
+        started = time.monotonic()
+        if reward.kind == "outcome":
+            scores = await reward.score(task, ["".join(s) for s in solutions])
+        else:
+            if aggregation == "last" and getattr(reward, "prefix_only", False):
+                # the last step's score is the score of the whole text: earlier prefixes need none
+                per_step = await reward.score(task, [["".join(s)] for s in solutions])
+            else:
+                per_step = await reward.score(task, solutions)
+            scores = [aggregate(s, aggregation) for s in per_step]
+        emit("reward.result", scores=scores, seconds=time.monotonic() - started)
+    return scores
+
+
+async def score_steps(
+    reward: ProcessReward, task: Task, solutions: Sequence[Sequence[str]]
+) -> list[list[float]]:
+    """A PRM's per-step scores for each solution, traced as one reward call like `rate`'s (for
+    searches that read every step's score, as A* does)."""
+    with span("reward", reward=type(reward).__name__, kind=reward.kind, items=len(solutions)):
+        started = time.monotonic()
         per_step = await reward.score(task, solutions)
-    return [aggregate(s, aggregation) for s in per_step]
+        emit(
+            "reward.result",
+            scores=[s[-1] if s else None for s in per_step],
+            seconds=time.monotonic() - started,
+        )
+    return per_step
 
 
 class CheckerReward:

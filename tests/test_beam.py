@@ -192,3 +192,43 @@ async def test_real_model_end_to_end(smollm2: object) -> None:
     assert sorted(g.nodes[v]["text"] for v in done) == sorted(t for t, _ in result.finished)
     assert all(_path_text(result, v) == g.nodes[v]["text"] for v in g if v != 0)
     assert result.answer in {t for t, _ in result.finished}
+
+
+async def test_a_recording_holds_what_the_viewer_draws() -> None:
+    """Rounds with kept and pruned beams, the chosen node, reward calls as spans closed by their
+    scores, and each generate call's requests under one batch id."""
+    from agentic.core import Tracer
+
+    events: list[object] = []
+    backend = BatchRecorder(mechanics_rule)
+    algo = BeamSearch(StepGenerator(backend), ScriptedReward(mechanics_score), n=4, width=2)
+    with Tracer([events.append]).activate():
+        result = await algo.search(TASK)
+    by_type: dict[str, list[object]] = {}
+    for e in events:
+        by_type.setdefault(e.type, []).append(e)  # type: ignore[attr-defined]
+
+    rounds = [e.payload for e in by_type["search.round"]]  # type: ignore[attr-defined]
+    assert rounds[0]["kept"] and rounds[0]["pruned"], rounds[0]
+    kept = {n for r in rounds for n in r["kept"]}
+    assert not kept & {n for r in rounds for n in r["pruned"]}
+
+    [res] = [e.payload for e in by_type["search.result"]]  # type: ignore[attr-defined]
+    assert res["chosen"] == result.chosen
+    assert result.tree.graph.nodes[res["chosen"]]["text"] == result.answer
+
+    spans = {e.span_id: e for e in by_type["reward"]}  # type: ignore[attr-defined]
+    closes = by_type["reward.result"]
+    assert len(spans) == len(closes) == len(backend.batches)
+    for c in closes:
+        assert c.parent_id in spans  # type: ignore[attr-defined]
+        assert len(c.payload["scores"]) == spans[c.parent_id].payload["items"]  # type: ignore[attr-defined]
+
+    gens = by_type["backend.generate"]
+    batches = {e.payload["batch"] for e in gens}  # type: ignore[attr-defined]
+    assert len(batches) == len(backend.batches)
+    assert all(
+        e.payload["batch_size"]
+        == len([g for g in gens if g.payload["batch"] == e.payload["batch"]])
+        for e in gens
+    )  # type: ignore[attr-defined]

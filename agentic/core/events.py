@@ -98,6 +98,15 @@ class Tracer:
             sink(event)
         return event
 
+    def end_span(self, span_id: str) -> None:
+        """Tell the sinks that care (those with an `end_span` method, as the OpenTelemetry
+        export) that a span closed. Recordings hold no end event: a span's events say enough to
+        draw it, and recordings stay as they were."""
+        for sink in self.sinks:
+            end = getattr(sink, "end_span", None)
+            if end is not None:
+                end(span_id)
+
 
 def emit(type: str, **payload: Any) -> Event | None:
     """Emit on the current tracer; a no-op (returns None) when no tracer is active."""
@@ -120,13 +129,16 @@ def forward(event: Event) -> None:
 @contextmanager
 def span(type: str, **payload: Any) -> Iterator[str]:
     """Open a span: emits `type` and makes its id the parent of events emitted inside."""
-    event = emit(type, **payload)
+    tracer = _tracer.get()
+    event = tracer.emit(type, **payload) if tracer is not None else None
     span_id = event.span_id if event is not None else uuid.uuid4().hex[:16]
     token = _span.set(span_id)
     try:
         yield span_id
     finally:
         _span.reset(token)
+        if tracer is not None:
+            tracer.end_span(span_id)
 
 
 def read_events(path: str | Path) -> Iterator[Event]:
