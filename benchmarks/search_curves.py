@@ -23,6 +23,11 @@ rescored by the head instead of drawn again.
 
     .venv/bin/python benchmarks/search_curves.py --reward judge [--tasks 50]
     .venv/bin/python benchmarks/search_curves.py --reward head [--head HEAD.pt]
+    .venv/bin/python benchmarks/search_curves.py --reward value --tasks 20
+
+`--reward value` (issue #18's rerun) runs its own list, `value_controllers`: the trained value
+model with every other setting at the spec's default, the ones chosen on the train families; its
+best-of-N digest adds majority vote over the same samples, the baseline at equal tokens.
 
 Controllers run in the order above, each on every suite, so a run cut short still compares the
 first controllers on all tasks. A complete recording is kept and not run again (`--rerun` forces
@@ -72,6 +77,8 @@ BON_N = 16
 
 
 def controllers(reward: str, head: str | None) -> dict[str, Spec]:
+    if reward == "value":
+        return value_controllers()
     common: dict[str, Any] = {
         "reward": reward,
         "head": head,
@@ -95,6 +102,24 @@ def controllers(reward: str, head: str | None) -> dict[str, Spec]:
         # collapse, so PF never resamples; T = 0.2 makes resampling and annealing happen
         "pf-4-sharp": ParticleFilterSpec(samples=4, weight_temperature=0.2, **common),
         "epf-4-sharp": EntropicParticleFilterSpec(samples=4, weight_temperature=0.2, **common),
+    }
+
+
+def value_controllers() -> dict[str, Spec]:
+    """The rerun with the trained value model and the defaults chosen on the train families
+    (issue #18: 16-token steps, at most 4, T = 1.0, min_p 0.1): every setting is the spec's
+    default, so this measures what `agentic run --controller X` does out of the box. The names
+    say N; beam keeps 2 beams, A* expands k = 4 with its default cost."""
+    return {
+        "greedy": DirectSpec(),
+        f"bon-{BON_N}": BestOfNSpec(samples=BON_N),
+        "pf-8": ParticleFilterSpec(samples=8),
+        "epf-8": EntropicParticleFilterSpec(samples=8),
+        "astar": AStarSpec(reward="value"),
+        "beam-8": BeamSpec(samples=8),
+        "epf-8-no-lookahead": EntropicParticleFilterSpec(samples=8, lookahead=False),
+        "pf-4": ParticleFilterSpec(samples=4),
+        "epf-4": EntropicParticleFilterSpec(samples=4),
     }
 
 
@@ -145,12 +170,16 @@ async def bon_points(
     samples: dict[str, list[Sample]], suite: TaskSuite, path: Path, reward: str
 ) -> list[Point]:
     tasks = {t.id: t for t in suite.tasks}
+    tid_of = {id(s): tid for tid, ss in samples.items() for s in ss}
     for tid, ss in samples.items():
         checks = await asyncio.gather(*(suite.check(tasks[tid], s.text) for s in ss))
         for s, c in zip(ss, checks, strict=True):
             s.check = c
     points = []
-    for label, pick in ((f"bon ({reward})", "score"), ("bon (checker oracle)", "oracle")):
+    picks = [(f"bon ({reward})", "score"), ("bon (checker oracle)", "oracle")]
+    if reward == "value":  # the baseline the issue names: a plain vote over the same samples
+        picks.append(("majority vote", "vote"))
+    for label, pick in picks:
         n = 1
         while n <= BON_N:
             acc, tok = [], []
@@ -159,6 +188,10 @@ async def bon_points(
                 for g in groups:
                     if pick == "oracle":
                         acc.append(max(s.check for s in g))
+                    elif pick == "vote":  # the most common extracted answer, first drawn wins
+                        answers = [suite.extract(tasks[tid_of[id(g[0])]], s.text) for s in g]
+                        top = max(answers, key=lambda a: (answers.count(a), -answers.index(a)))
+                        acc.append(g[answers.index(top)].check)
                     else:  # the first of the best-scored, as BestOfN picks
                         acc.append(max(g, key=lambda s: s.score or 0.0).check)
                     tok.append(sum(s.tokens for s in g))
@@ -381,10 +414,10 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
         (r for r in rows if r["controller"].startswith("bon (") and r["size"] == "N=16"), None
     )
     if bon16:
-        for cost in ("neglog", "mean_gap"):
-            a = next((r for r in rows if r["controller"] == f"astar-{cost}"), None)
+        for name in ("astar-neglog", "astar-mean_gap", "astar"):
+            a = next((r for r in rows if r["controller"] == name), None)
             if a:
-                out[f"astar-{cost} reaches BoN@16 accuracy with <= 1/3 of its tokens"] = bool(
+                out[f"{name} reaches BoN@16 accuracy with <= 1/3 of its tokens"] = bool(
                     a["accuracy"] >= bon16["accuracy"] and a["tokens"] <= bon16["tokens"] / 3
                 )
     for n, sharp in ((4, ""), (8, ""), (4, "-sharp")):
@@ -429,7 +462,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reward", choices=["judge", "head"], default="judge")
+    ap.add_argument(
+        "--reward",
+        choices=["judge", "head", "value"],
+        default="judge",
+        help="value: the trained value model with the chosen defaults (issue #18's rerun)",
+    )
     ap.add_argument("--head", default=str(RESULTS.parent / "head_reward.pt"), help="the head")
     ap.add_argument("--suites", default=",".join(SUITES))
     ap.add_argument("--controllers", default="", help="comma-separated names; default: all")
