@@ -369,6 +369,14 @@ def test_gateway_otel_config(monkeypatch: pytest.MonkeyPatch) -> None:
     export.close()
 
 
+def test_a_bad_otel_url_is_one_line_before_the_model_loads() -> None:
+    cmd = [sys.executable, "-m", "agentic.cli", "run", "--n", "1", "--otel", "localhost:6006"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2
+    assert "is not an http(s) URL" in proc.stderr and "Traceback" not in proc.stderr
+    assert "loading" not in proc.stderr
+
+
 def test_importing_agentic_does_not_load_the_sdk() -> None:
     code = (
         "import sys, agentic, agentic.core.otel; "
@@ -547,6 +555,8 @@ def test_gateway_exports_each_request_without_its_keys(phoenix: str, tmp_path: P
             spans = phoenix_spans(phoenix, "agentic-gateway", want=5)
         finally:
             gateway.stop()
+    log = gateway.log.read_text()
+    assert "Traceback" not in log and "OpenTelemetry export" not in log, log[-3000:]
     print(f"\nPhoenix received {len(spans)} spans from `agentic serve`")
     ids = tree(spans)
     [keyed_call] = [s for s in spans if s["name"] == "chat m"]
