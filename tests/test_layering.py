@@ -170,7 +170,9 @@ def test_import_agentic_stays_light() -> None:
     code = (
         "import agentic, sys; from backends import load_backend; "
         "assert 'torch' not in sys.modules, 'torch imported'; "
-        "assert 'transformers' not in sys.modules, 'transformers imported'"
+        "assert 'transformers' not in sys.modules, 'transformers imported'; "
+        # the OpenTelemetry SDK (an optional extra) loads when an export is opened
+        "assert 'opentelemetry.sdk' not in sys.modules, 'opentelemetry imported'"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120

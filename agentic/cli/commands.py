@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agentic.cli.common import err, load_quietly
+from agentic.cli.common import err, load_quietly, otel_sink
 from agentic.cli.progress import solve_with_progress
 from agentic.cli.spec import parse_config, read_controller, redacted
 from agentic.core import (
@@ -40,6 +40,7 @@ from agentic.core import (
     redact_uri,
     task_messages,
 )
+from agentic.core.otel import otel_endpoint
 
 app = typer.Typer(
     help="Agents and test-time compute over any language model.",
@@ -267,6 +268,15 @@ def run(
     ray_workers: Annotated[
         int, typer.Option(help="--ray: worker actors, one CPU each (a local model per actor).")
     ] = 2,
+    otel: Annotated[
+        str | None,
+        typer.Option(
+            "--otel",
+            help="Export the run as OpenTelemetry spans (GenAI conventions) to this OTLP/HTTP "
+            "endpoint: a base URL such as http://127.0.0.1:6006 (Phoenix) or a .../v1/traces "
+            "URL. Default: OTEL_EXPORTER_OTLP_ENDPOINT when it is set.",
+        ),
+    ] = None,
 ) -> None:
     """Solve a task suite and print accuracy and cost: plain greedy answering (`direct`) or a
     test-time search guided by a reward model.
@@ -284,6 +294,7 @@ def run(
         raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
     if not progress_every >= 0:
         raise ConfigError(f"--progress-every must be >= 0 seconds, got {progress_every}")
+    otel_endpoint(otel)  # a bad --otel URL fails here, before the model loads
     flags = {
         "max_tokens": max_tokens,
         "samples": samples,
@@ -341,6 +352,9 @@ def run(
     sinks: list[Any] = [sink] if sink else []
     if verbose:
         sinks.append(ConsoleSink(types={"backend.generate", "task.outcome", "run.end"}))
+    exporter = otel_sink(otel)
+    if exporter is not None:
+        sinks.append(exporter)
     tracer = Tracer(sinks)
 
     builder = BuildContext(model, task_suite, load_priced) if model is not None else None
@@ -373,6 +387,8 @@ def run(
                     await b.aclose()
             if sink is not None:
                 sink.close()
+            if exporter is not None:
+                exporter.close()  # ends what a failure left open, and sends every span
 
     result = asyncio.run(go())
     out.print(_summary(result, backend))

@@ -3,6 +3,7 @@
 agentic serve --backend embedded:smollm2 --port 8000
 agentic serve --config gateway.yaml --record-dir traces
 agentic serve --backend replay:traces/day.jsonl      # recorded answers, no model
+agentic serve --otel http://127.0.0.1:6006           # spans of every request to Phoenix
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def serve(
         int | None, typer.Option(help="Requests solved at once (config: max_concurrency).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    otel: Annotated[
+        str | None,
+        typer.Option(
+            "--otel",
+            help="Export every request's spans (OpenTelemetry, GenAI conventions) to this "
+            "OTLP/HTTP endpoint (config: otel.endpoint; default: OTEL_EXPORTER_OTLP_ENDPOINT "
+            "when it is set).",
+        ),
+    ] = None,
 ) -> None:
     """Serve any backend through an OpenAI-compatible API where each request picks its own
     controller, budget and verifier (`model: "pf-8@smollm2"`, `extra_body={"agentic": ...}`)."""
@@ -61,7 +71,7 @@ def serve(
             "pip install 'agentic[server]'"
         ) from None
     from agentic.cli.common import load_quietly
-    from agentic.server.config import GatewayConfig, RecordConfig
+    from agentic.server.config import GatewayConfig, OTelConfig, RecordConfig
     from agentic.server.service import Gateway
 
     if not 0 < port < 65536:
@@ -71,6 +81,9 @@ def serve(
     per: Literal["request", "day"] = "day" if record_per == "day" else "request"
     record = RecordConfig(dir=record_dir, per=per) if record_dir is not None else None
     cfg = GatewayConfig.load(config, record=record, max_concurrency=max_concurrency)
+    if otel is not None:  # the flag names the endpoint; the file may still say capture_text
+        kept = cfg.otel or OTelConfig()
+        cfg = cfg.model_copy(update={"otel": OTelConfig(**{**kept.model_dump(), "endpoint": otel})})
     # the config's keys and presets are checked before the (slow) model load
     for key in cfg.keys:
         key.secret()

@@ -25,6 +25,7 @@ from agentic.core.events import (
     read_events,
     span,
 )
+from agentic.core.otel import OTelExport, OTelSink
 from agentic.core.prices import Price, PriceTable
 from agentic.core.redact import redact_uri
 from agentic.core.sync import run
@@ -62,6 +63,8 @@ __all__ = [
     "Message",
     "ModelNotInstalled",
     "NotSupported",
+    "OTelExport",
+    "OTelSink",
     "Outcome",
     "Price",
     "PriceTable",

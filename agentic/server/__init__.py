@@ -5,7 +5,13 @@ import this package.
 """
 
 from agentic.server.app import create_app
-from agentic.server.config import BudgetLimits, GatewayConfig, KeyConfig, RecordConfig
+from agentic.server.config import (
+    BudgetLimits,
+    GatewayConfig,
+    KeyConfig,
+    OTelConfig,
+    RecordConfig,
+)
 from agentic.server.service import Gateway, RequestError
 
 __all__ = [
@@ -13,6 +19,7 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "KeyConfig",
+    "OTelConfig",
     "RecordConfig",
     "RequestError",
     "create_app",

@@ -15,7 +15,13 @@ budget: {seconds: 120}  # every request's default limits (a request may lower th
 max_concurrency: 32     # requests solved at once
 max_queue: 256          # requests waiting beyond those; more get 429 + Retry-After
 record: {dir: traces, per: request}   # JSONL per request or per day
+otel: {endpoint: "http://127.0.0.1:6006", capture_text: false}
+                        # OpenTelemetry spans of every request (docs/observability.md)
 ```
+
+OpenTelemetry export is on when `otel` is given (its `endpoint` defaults to the standard
+`OTEL_EXPORTER_OTLP_ENDPOINT`), with `agentic serve --otel URL`, or when that variable is set;
+`capture_text` also exports prompts and completions (never keys).
 
 Presets are parsed through the controller registry when the file loads, so a bad one fails
 the start with a line naming it, not a request later.
@@ -30,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentic.core import Budget, ConfigError, PriceTable
+from agentic.core.otel import traces_url
 
 # what `model: "NAME"` resolves to with no config: one preset per search, N = 8
 DEFAULT_PRESETS: dict[str, dict[str, Any]] = {
@@ -102,6 +109,29 @@ class RecordConfig(BaseModel):
     per: Literal["request", "day"] = "request"
 
 
+class OTelConfig(BaseModel):
+    """Where the gateway exports its spans, and whether text goes with them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP endpoint (base URL or .../v1/traces); "
+        "none: OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    capture_text: bool = Field(default=False, description="export prompts and completions too")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                traces_url(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -114,6 +144,7 @@ class GatewayConfig(BaseModel):
     max_queue: int = Field(default=256, ge=0)
     retry_after_s: int = Field(default=1, ge=0)
     record: RecordConfig | None = None
+    otel: OTelConfig | None = None
 
     @field_validator("presets")
     @classmethod

@@ -8,6 +8,11 @@ chat becomes a one-task `ChatSuite` solved by `run_suite`, so budgets, usage, tr
 recordings work as in `agentic run`. Built controllers are cached per (model, spec): a search
 that loads a verifier (the value model) loads it once, and concurrent requests share the
 backend's scheduler, so their sequences decode in one batch.
+
+With OpenTelemetry export on (`otel` in the config, `--otel`, or `OTEL_EXPORTER_OTLP_ENDPOINT`),
+one export serves the process and each request gets a sink of its own, closed with the request:
+a controller's request is a `run` trace like `agentic run`'s, a pass-through one a model-call
+span. Spans leave in batches on a background thread, and the rest when the gateway stops.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +36,14 @@ from agentic.core import (
     Generation,
     JSONLSink,
     Message,
+    OTelExport,
+    OTelSink,
     Outcome,
     Tracer,
     Usage,
     redact_uri,
 )
+from agentic.core.otel import otel_endpoint
 from agentic.runtime.chat import ChatSuite
 from agentic.runtime.runner import run_suite
 from agentic.server.config import BudgetLimits, GatewayConfig, KeyConfig
@@ -42,6 +52,8 @@ from backends import Backend
 
 # at most this many built controllers are kept; the least recently used is closed first
 CONTROLLER_CACHE = 32
+
+log = logging.getLogger("agentic.server")
 
 
 class RequestError(Exception):
@@ -105,6 +117,7 @@ class Gateway:
     _built: OrderedDict[tuple[str, str], _Built] = field(default_factory=OrderedDict)
     _keys: list[tuple[str, KeyConfig, Budget]] = field(default_factory=list)
     _closing: set[asyncio.Future[None]] = field(default_factory=set)
+    otel: OTelExport | None = None
 
     @classmethod
     def start(
@@ -119,6 +132,7 @@ class Gateway:
         gw = cls(config, backends, uris)
         gw.presets = {n: parse_controller_spec(s, files=False) for n, s in config.presets.items()}
         gw._keys = [(k.secret(), k, (k.budget or BudgetLimits()).budget()) for k in config.keys]
+        gw.otel = open_otel(config)
         return gw
 
     # ---- who and what ---------------------------------------------------------------------
@@ -233,14 +247,26 @@ class Gateway:
             closing.add_done_callback(self._closing.discard)
         return built.controller
 
-    def _sinks(self, rid: str, extra: Sequence[Callable[[Event], None]]) -> tuple[list[Any], Any]:
+    @contextmanager
+    def _tracing(self, rid: str, extra: Sequence[Callable[[Event], None]]) -> Iterator[None]:
+        """A tracer for one request: `extra` listeners, its recording, its OpenTelemetry sink."""
+        sinks: list[Any] = list(extra)
+        closing: list[Any] = []
         rec = self.config.record
-        if rec is None:
-            return list(extra), None
-        rec.dir.mkdir(parents=True, exist_ok=True)
-        name = rid if rec.per == "request" else dt.date.today().isoformat()
-        sink = JSONLSink(rec.dir / f"{name}.jsonl")
-        return [sink, *extra], sink
+        if rec is not None:
+            rec.dir.mkdir(parents=True, exist_ok=True)
+            name = rid if rec.per == "request" else dt.date.today().isoformat()
+            closing.append(JSONLSink(rec.dir / f"{name}.jsonl"))
+        if self.otel is not None:
+            capture = self.config.otel.capture_text if self.config.otel else False
+            closing.append(OTelSink(self.otel, capture_text=capture))
+        sinks += closing
+        try:
+            with Tracer(sinks).activate():
+                yield
+        finally:
+            for sink in closing:
+                sink.close()
 
     def _budget(self, plan: Plan, caller: Caller) -> Budget:
         return plan.limits.budget(within=caller.budget)
@@ -265,19 +291,14 @@ class Gateway:
             "backends": {redact_uri(u): b.name for u, b in context.backends.items()},
             "gateway": {"request": rid, "caller": caller.name, "model": plan.label},
         }
-        sinks, sink = self._sinks(rid, listeners)
-        try:
-            with Tracer(sinks).activate():
-                result = await run_suite(
-                    suite,
-                    controller,
-                    concurrency=1,
-                    budget=self._budget(plan, caller),
-                    config=config,
-                )
-        finally:
-            if sink is not None:
-                sink.close()
+        with self._tracing(rid, listeners):
+            result = await run_suite(
+                suite,
+                controller,
+                concurrency=1,
+                budget=self._budget(plan, caller),
+                config=config,
+            )
         if result.outcomes:
             return result.outcomes[0]
         return Outcome(task_id=rid, output="", error=result.stopped or "not run")
@@ -290,14 +311,9 @@ class Gateway:
         caller: Caller,
         listeners: Sequence[Callable[[Event], None]] = (),
     ) -> tuple[list[Generation], Usage]:
-        sinks, sink = self._sinks(rid, listeners)
-        try:
-            with Tracer(sinks).activate(), self._budget(plan, caller) as meter:
-                gens = (await self.backends[plan.model].generate([request]))[0]
-            return gens, meter.spent
-        finally:
-            if sink is not None:
-                sink.close()
+        with self._tracing(rid, listeners), self._budget(plan, caller) as meter:
+            gens = (await self.backends[plan.model].generate([request]))[0]
+        return gens, meter.spent
 
     async def stream(
         self,
@@ -311,18 +327,13 @@ class Gateway:
         """Text pieces as the backend produces them; on return, `usage` and `finish` hold the
         request's usage and finish reason."""
         events: list[Event] = []
-        sinks, sink = self._sinks(rid, [events.append])
-        try:
-            with Tracer(sinks).activate(), self._budget(plan, caller) as meter:
-                async for piece in self.backends[plan.model].stream(request):  # type: ignore[attr-defined]
-                    yield piece
-            usage.append(meter.spent)
-            done = [e for e in events if e.type == "backend.generate"]
-            results = done[-1].payload["results"] if done else []
-            finish.append(results[0].get("finish_reason") or "stop" if results else "stop")
-        finally:
-            if sink is not None:
-                sink.close()
+        with self._tracing(rid, [events.append]), self._budget(plan, caller) as meter:
+            async for piece in self.backends[plan.model].stream(request):  # type: ignore[attr-defined]
+                yield piece
+        usage.append(meter.spent)
+        done = [e for e in events if e.type == "backend.generate"]
+        results = done[-1].payload["results"] if done else []
+        finish.append(results[0].get("finish_reason") or "stop" if results else "stop")
 
     async def aclose(self) -> None:
         while self._built:
@@ -330,3 +341,29 @@ class Gateway:
             await built.context.aclose()
         for backend in self.backends.values():
             await backend.aclose()
+        if self.otel is not None:
+            await asyncio.to_thread(self.otel.close)  # sends what is left: a blocking export
+
+
+def open_otel(config: GatewayConfig) -> OTelExport | None:
+    """The gateway's OpenTelemetry export: on when the config has `otel` (its endpoint, else
+    `OTEL_EXPORTER_OTLP_ENDPOINT`), or when only that variable is set. Asked for in the config, a
+    missing endpoint or `otel` extra stops the start; asked for only by the variable, it is one
+    warning and the gateway serves without export."""
+    explicit = config.otel.endpoint if config.otel else None
+    if otel_endpoint(explicit) is None:
+        if config.otel is not None:
+            raise ConfigError(
+                "otel: no endpoint: give otel.endpoint (or --otel URL) or set "
+                "OTEL_EXPORTER_OTLP_ENDPOINT"
+            )
+        return None
+    try:
+        export = OTelExport(explicit, service_name="agentic-gateway")
+    except ConfigError as e:
+        if config.otel is not None:
+            raise
+        log.warning("%s; serving without OpenTelemetry export", e)
+        return None
+    log.info("exporting OpenTelemetry spans to %s", export.url)
+    return export
