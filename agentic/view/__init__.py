@@ -1,0 +1,12 @@
+"""The run and search-tree web viewer behind `agentic view`.
+
+`model` folds a recording's events into runs, tasks, timelines and search trees (`tree`,
+`timeline`); `follow` reads recordings as they grow; `curves` puts the runs on accuracy-vs-cost
+axes. Nothing outside `agentic.cli` imports this package.
+"""
+
+from agentic.view.follow import Library, Recording
+from agentic.view.model import RunState, diff
+from agentic.view.tree import layout
+
+__all__ = ["Library", "Recording", "RunState", "diff", "layout"]
