@@ -2,7 +2,8 @@
 
 `model` folds a recording's events into runs, tasks, timelines and search trees (`tree`,
 `timeline`); `follow` reads recordings as they grow; `curves` puts the runs on accuracy-vs-cost
-axes. Nothing outside `agentic.cli` imports this package.
+axes; `app` serves the page (`static/`: HTML, JS and CSS shipped in the package, nothing fetched
+from the network) and the JSON it polls. Nothing outside `agentic.cli` imports this package.
 """
 
 from agentic.view.follow import Library, Recording
