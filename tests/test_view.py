@@ -371,3 +371,31 @@ def test_live_follows_a_folder_of_gateway_recordings(page: Any, tmp_path: Path) 
         page.wait_for_selector('#run-list li.run.status-plain:has-text("req-2.jsonl")')
         page.wait_for_selector('.problem:has-text("req-3.jsonl: not a recording")')
         assert page.locator("#run-list li.run").count() == 3
+
+
+@pytest.mark.slow  # loads the embedded model and the value model: about half a minute
+@browser_group
+def test_live_follows_a_real_run_from_before_its_file_exists(page: Any, tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    with viewer("--live", path) as url:
+        page.goto(url)
+        page.wait_for_selector('#run-list li.run.status-waiting:has-text("waiting for the file")')
+        page.evaluate("window.keptAcrossUpdates = 7")
+        args = "--suite basic_arithmetic --n 2 --controller pf --samples 3 --tokens-per-step 8"
+        run = subprocess.Popen(
+            [AGENTIC, "run", *args.split(), "--record", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            page.wait_for_selector("#tasks tr.task", timeout=240_000)
+            assert run.wait(300) == 0
+        finally:
+            if run.poll() is None:
+                run.kill()
+        page.wait_for_selector("#run-list .badge.finished")
+        outcomes = [e["payload"]["outcome"] for e in raw(path) if e["type"] == "task.outcome"]
+        rows = page.locator("#tasks tr.task").evaluate_all("rs => rs.map(r => r.dataset.task)")
+        assert sorted(rows) == sorted(o["task_id"] for o in outcomes) and len(rows) == 2
+        assert page.evaluate("window.keptAcrossUpdates") == 7  # no reload

@@ -393,3 +393,17 @@ def test_a_folder_shows_its_bad_files_beside_the_good_ones(tmp_path: Path) -> No
     assert status == {"a.jsonl": "ok", "b.jsonl": "error", "c.jsonl": "plain"}
     with pytest.raises(ConfigError, match="no such file"):
         Library.open([tmp_path / "missing.jsonl"], live=False)
+
+
+def test_live_waits_for_a_file_a_run_has_not_made_yet(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    lib = Library.open([path], live=True)
+    [rec] = lib.recordings
+    assert rec.summary().status == "waiting" and "waiting for the file" in str(
+        rec.summary().message
+    )
+    path.write_bytes(DIRECT.read_bytes())
+    lib.refresh()
+    assert rec.summary().status == "ok" and lib.version == 1
+    with pytest.raises(ConfigError, match="no such file"):
+        Library.open([tmp_path / "nowhere" / "run.jsonl"], live=True)

@@ -41,18 +41,27 @@ class Recording:
         self.line = 0  # complete lines read
         self.error: str | None = None
         self.torn = False  # the tail was declared a cut-off last line (`settle`)
+        self.missing = False  # no file at the path (yet: followed live, before the run starts)
         self._inode: tuple[int, int] | None = None
 
     def refresh(self) -> bool:
         """Read what was appended since the last call; True when anything changed."""
         try:
             st = self.path.stat()
+        except FileNotFoundError:
+            # `agentic run --record` makes its file once the model is loaded, and --overwrite
+            # removes the old one first: wait for it rather than call it an error
+            if self.missing:
+                return False
+            self._fresh()
+            self.missing = True
+            return True
         except OSError as e:
             gone = f"{self.path}: cannot read it ({e.strerror or e})"
             changed, self.error = self.error != gone, gone
             return changed
         inode = (st.st_dev, st.st_ino)
-        changed = False
+        changed, self.missing = self.missing, False
         if self._inode is not None and (inode != self._inode or st.st_size < self.read):
             self._fresh()  # replaced or truncated: another recording now lives at this path
             changed = True
@@ -123,6 +132,8 @@ class Recording:
         base.torn_tail = self.torn
         if self.error is not None:
             base.status, base.message = "error", self.error
+        elif self.missing:
+            base.status, base.message = "waiting", f"{self.path}: waiting for the file to appear"
         elif not self.state.events:
             base.status, base.message = "waiting", f"{self.path}: no events yet"
         elif not self.state.starts:
@@ -164,9 +175,10 @@ class Library:
         """Read `paths` once; raises `ConfigError` / `TraceFormatError` (one line naming the
         file) for a path that does not exist or a file that is not a recording. A folder's bad
         files are shown on the page instead (one bad request must not hide the others); so are,
-        when `live`, files with no events yet."""
+        when `live`, files with no events yet, or not there yet (in a folder that is)."""
         for p in paths:
-            if not p.exists():
+            # followed live, a file may come later (a run that is still loading its model)
+            if not p.exists() and not (live and p.parent.is_dir()):
                 raise ConfigError(f"{p}: no such file or directory")
         lib = cls(paths, live)
         with lib._lock:
