@@ -255,7 +255,7 @@ async function renderTask(fromPoll) {
     ]),
     h("h3", {}, "Timeline ", h("span", { class: "quiet" }, "(model calls as batches; click a bar)")),
     timelineBox, callBox,
-    h("h3", {}, "Search tree ", pick, h("button", { id: "tree-fit", type: "button" }, "fit")),
+    h("h3", {}, "Search tree ", pick, tree ? h("button", { id: "tree-fit", type: "button" }, "fit") : null),
     tree ? legend() : h("p", { class: "quiet" }, "this task ran no search: no tree to draw"),
     h("div", { class: "tree-wrap" }, treeBox, nodeBox),
     tree && tree.rounds.length ? rounds(tree) : null);
