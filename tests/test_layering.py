@@ -166,6 +166,19 @@ def test_kernels_import_only_torch_triton_stdlib() -> None:
         assert forbidden not in sys.stdlib_module_names
 
 
+def test_only_the_cli_imports_the_viewer() -> None:
+    """`agentic.view` (the web viewer) sits at the top: only `agentic.cli` may import it."""
+    bad = []
+    for top in OUR_PACKAGES:
+        for path, name in _imports_of_tree(REPO / top):
+            mod = _module_name(path)
+            if (name == "agentic.view" or name.startswith("agentic.view.")) and not (
+                mod.startswith(("agentic.cli", "agentic.view"))
+            ):
+                bad.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not bad, "only agentic.cli may import agentic.view:\n" + "\n".join(bad)
+
+
 def test_import_agentic_stays_light() -> None:
     code = (
         "import agentic, sys; from backends import load_backend; "

@@ -483,6 +483,10 @@ from agentic.cli.serve import serve  # noqa: E402
 
 app.command()(serve)
 
+from agentic.cli.view import view  # noqa: E402
+
+app.command()(view)
+
 
 def _explain(e: ValidationError) -> str:
     parts = []
