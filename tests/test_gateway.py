@@ -316,6 +316,16 @@ def test_recordings_replay_offline(gateway: Server, client: openai.OpenAI, tmp_p
     plain = client.chat.completions.create(
         model="smollm2", messages=QUESTION, max_tokens=12, temperature=0
     )
+    # the viewer reads the gateway's folder as it wrote it: the search request as a run of one
+    # task with its search tree, the pass-through as a plain completion
+    from agentic.view import Library
+
+    lib = Library.open([gateway.traces], live=False)  # type: ignore[attr-defined]
+    by_file = {Path(r.path).stem: r.summary() for r in lib.recordings}
+    searched, passed = by_file[r.id], by_file[plain.id]
+    assert searched.status == "ok" and searched.done == 1, searched
+    assert searched.gateway and searched.gateway["request"] == r.id
+    assert passed.status == "plain", passed
     config = tmp_path / "replay.yaml"
     recorded = gateway.traces / f"{plain.id}.jsonl"  # type: ignore[attr-defined]
     config.write_text(yaml.safe_dump({"models": {"smollm2": f"replay:{recorded}"}}))

@@ -239,13 +239,15 @@ def _copies(rounds: list[SearchRound]) -> dict[int, int]:
 
 
 def _shades(scores: dict[int, float | None]) -> dict[int, float]:
-    """Scores as colours: as they are when all lie in [0, 1] (rewards, probabilities), else
-    stretched over the search's own range (a reward on another scale)."""
+    """Scores as colours, stretched over the search's own range: what a reader compares is the
+    nodes of one search, and verifiers differ in range (the value model's scores sit around
+    0.05-0.35, a judge's near 0.4), so absolute colours would paint most trees one hue. The
+    panel shows the score itself on click."""
     known = {n: s for n, s in scores.items() if s is not None}
     if not known:
         return {}
     lo, hi = min(known.values()), max(known.values())
-    if lo >= 0.0 and hi <= 1.0:
-        return known
-    span = hi - lo or 1.0
+    span = hi - lo
+    if span <= 0.0:
+        return {n: 0.5 for n in known}
     return {n: (s - lo) / span for n, s in known.items()}

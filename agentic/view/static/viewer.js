@@ -282,7 +282,7 @@ async function renderTask(fromPoll) {
 
 function legend() {
   const item = (cls, label) => h("span", { class: `key ${cls}` }, h("i", {}), label);
-  return h("div", { class: "legend" }, h("span", { class: "scale" }, "score: low ", h("b", {}), " high"),
+  return h("div", { class: "legend" }, h("span", { class: "scale" }, "score (this search\u2019s range): low ", h("b", {}), " high"),
     item("k-done", "finished"), item("k-chosen", "chosen answer's path"), item("k-resampled", "resampled (×copies)"),
     item("k-pruned", "pruned"), item("k-lookahead", "look-ahead"), item("k-unscored", "no score"));
 }
