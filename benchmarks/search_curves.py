@@ -230,18 +230,40 @@ PAUSE_S = 120.0  # with 16 tasks in flight events come seconds apart: a longer g
 def summarize_run(path: Path) -> dict[str, float]:
     """Per-task means of a recording: wall-clock seconds (the whole run, 16 tasks in flight,
     divided by the tasks; gaps between events longer than PAUSE_S, a stopped process, left
-    out), reward calls, model calls, prompt tokens."""
+    out), reward calls, model calls, prompt tokens; and what the search did (issue #18 asks for
+    both): the steps of each chosen answer, and the share of a particle filter's rounds that
+    resampled (recordings from before `search.result` named its chosen node give no steps)."""
     events = list(read_events(path))
     outs = [e.payload["outcome"] for e in events if e.type == "task.outcome"]
     n = max(1, len(outs))
     usage = [o.get("usage", {}) for o in outs]
     gaps = [b.ts - a.ts for a, b in itertools.pairwise(events)]
-    return {
+    row = {
         "seconds": sum(g for g in gaps if g <= PAUSE_S) / n,
         "reward_calls": sum(u.get("reward_calls", 0) for u in usage) / n,
         "model_calls": sum(u.get("model_calls", 0) for u in usage) / n,
         "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usage) / n,
     }
+    # node ids are per search; search.result comes after its search span, under the task's
+    parent: dict[tuple[str | None, int], int] = {}
+    search_of: dict[str | None, str] = {}
+    steps = []
+    for e in events:
+        if e.type == "search.node":
+            parent[(e.parent_id, e.payload["node"])] = e.payload["parent"]
+        elif e.type == "search":
+            search_of[e.parent_id] = e.span_id
+        elif e.type == "search.result" and e.payload.get("chosen") is not None:
+            node, depth = e.payload["chosen"], 0
+            while node:
+                node, depth = parent[(search_of[e.parent_id], node)], depth + 1
+            steps.append(depth)
+    rounds = [e.payload for e in events if e.type == "search.round" and "resampled" in e.payload]
+    if steps:
+        row["steps"] = sum(steps) / len(steps)
+    if rounds:
+        row["resampled"] = sum(bool(r["resampled"]) for r in rounds) / len(rounds)
+    return row
 
 
 def complete(path: Path) -> bool:
@@ -382,7 +404,8 @@ def pooled(per_suite: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             continue
         n = sum(r["tasks"] for r in rows)
         merged: dict[str, Any] = {"controller": key[0], "size": key[1], "tasks": n}
-        for col in ("accuracy", "tokens", "seconds", "reward_calls", "model_calls"):
+        for col in ("accuracy", "tokens", "seconds", "reward_calls", "model_calls", "steps",
+                    "resampled"):  # fmt: skip
             if all(col in r for r in rows):
                 merged[col] = sum(r[col] * r["tasks"] for r in rows) / n
         out.append(merged)
@@ -391,7 +414,8 @@ def pooled(per_suite: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def show(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
     table = Table(title=title)
-    cols = ("controller", "size", "tasks", "accuracy", "gen. tokens/task", "s/task", "PRM/task")
+    cols = ("controller", "size", "tasks", "accuracy", "gen. tokens/task", "s/task", "PRM/task",
+            "steps", "resampled")  # fmt: skip
     for col in cols:
         table.add_column(col)
     for r in rows:
@@ -403,6 +427,8 @@ def show(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
             f"{r['tokens']:.1f}",
             f"{r['seconds']:.2f}" if "seconds" in r else "",
             f"{r['reward_calls']:.1f}" if "reward_calls" in r else "",
+            f"{r['steps']:.2f}" if "steps" in r else "",
+            f"{r['resampled']:.0%}" if "resampled" in r else "",
         )
     console.print(table)
 
