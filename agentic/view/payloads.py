@@ -21,7 +21,9 @@ class _Payload(BaseModel):
 
 
 class Cost(_Payload):
-    """`agentic.core.Usage` as recorded, read leniently."""
+    """`agentic.core.Usage` as recorded, read leniently. Not `Usage` itself: that model forbids
+    unknown fields, and the viewer must open recordings written by other versions (a field
+    added later, or one a plugin backend records) rather than refuse them."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
