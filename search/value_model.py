@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from transformers import DynamicCache
 
 from agentic.core import ConfigError, GenerateRequest, Task, Usage, charge_budget, emit
+from backends.hf.prefix_cache import KV, PrefixCache
 from backends.prompts import render_ids
 from search.head_reward import LabelledPrefix, MessagesOf, user_only
 
@@ -105,9 +107,54 @@ def _logits(model: Any, rows: Sequence[list[int]], pad: int) -> torch.Tensor:
     return out.reshape(-1)
 
 
+def _shared_length(rows: Sequence[list[int]]) -> int:
+    """The rows' longest common token prefix, short of the shortest row's last token (every row
+    keeps at least one token of its own to read the head at)."""
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    i = 0
+    while i < n and all(r[i] == first[i] for r in rows[1:]):
+        i += 1
+    return i
+
+
+def _chunks(rows: Sequence[list[int]], batch_size: int, slack: float = 1.25) -> list[list[int]]:
+    """Row indices in batches of rows of similar length: a batch is as wide as its longest row,
+    and with answers from 1 to 64 tokens one batch of all of them is mostly padding. Shortest
+    first, a batch closes at `batch_size` rows or when the next row would make its padded size
+    exceed `slack` times its real tokens (counted past the prefix all rows share)."""
+    shared = _shared_length(rows) if len(rows) > 1 else 0
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out: list[list[int]] = []
+    batch: list[int] = []
+    real = 0
+    for i in order:
+        n = len(rows[i]) - shared
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * n > slack * (real + n)):
+            out.append(batch)
+            batch, real = [], 0
+        batch.append(i)
+        real += n
+    return [*out, batch] if batch else out
+
+
+def _cache_of(config: Any, kv: KV, rows: int) -> DynamicCache:
+    """A fresh cache holding `kv` (batch 1) for `rows` rows: a forward appends to its own
+    cache, so the kept keys and values are never written to."""
+    cache = DynamicCache(config=config)
+    for layer, (k, v) in enumerate(kv):
+        cache.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1), layer)
+    return cache
+
+
 class ValueReward:
     """ProcessReward from the trained value model: one batched forward per `score` call over the
-    prefixes not seen before (cached per task and prefix, as `HeadReward`)."""
+    prefixes not seen before (cached per task and prefix, as `HeadReward`).
+
+    The prefixes of one call share their chat (system prompt and question), which is most of
+    each row: the shared tokens are encoded once, their keys and values kept (`PrefixCache`,
+    `prefix_cache_tokens`, least recently used out; 0 turns it off), and each row encodes only
+    its own part over them. Attention is causal, so the values are those of encoding every row
+    whole (tested within 1e-4); `encoded_tokens` counts what was really encoded."""
 
     kind: Literal["process"] = "process"
     prefix_only = True
@@ -119,11 +166,19 @@ class ValueReward:
         *,
         messages: MessagesOf = user_only,
         batch_size: int = 16,
+        prefix_cache_tokens: int = 2048,
         name: str = "value",
     ) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
+        # the transformers classifier under a peft wrapper (an unmerged, freshly trained model)
+        self._hf = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.messages, self.batch_size, self.name = messages, batch_size, name
         self._cache: dict[tuple[str, str], float] = {}
+        # sliding-window layers (Gemma-3) keep only a window of keys: nothing to share there
+        windowed = any(t != "full_attention" for t in getattr(self._hf.config, "layer_types", ()))
+        share = prefix_cache_tokens > 0 and not windowed
+        self._prefixes = PrefixCache(prefix_cache_tokens) if share else None
+        self.encoded_tokens = 0
         # one forward at a time: scoring runs in a worker thread beside the event loop
         self._lock = asyncio.Lock()
 
@@ -132,12 +187,52 @@ class ValueReward:
         return render_ids(self.tokenizer, req, self.name)
 
     def values(self, rows: Sequence[list[int]]) -> list[float]:
-        out: list[float] = []
+        out = [0.0] * len(rows)
         with torch.inference_mode():
-            for i in range(0, len(rows), self.batch_size):
-                logits = _logits(self.model, rows[i : i + self.batch_size], self._pad)
-                out += [float(x) for x in torch.sigmoid(logits.double())]
+            for chunk in _chunks(rows, self.batch_size):
+                logits = self._chunk_logits([rows[i] for i in chunk])
+                for i, x in zip(chunk, torch.sigmoid(logits.double()), strict=True):
+                    out[i] = float(x)
         return out
+
+    def _chunk_logits(self, rows: Sequence[list[int]]) -> torch.Tensor:
+        shared = _shared_length(rows) if self._prefixes is not None else 0
+        if shared == 0:
+            self.encoded_tokens += sum(map(len, rows))
+            return _logits(self.model, rows, self._pad)
+        kv = self._prefix_kv(rows[0][:shared])
+        ids, own = _batch([r[shared:] for r in rows], self._pad)
+        mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), own], 1)
+        states = self._hf.base_model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=torch.arange(shared, shared + ids.shape[1])[None].expand(len(rows), -1),
+            past_key_values=_cache_of(self._hf.config, kv, len(rows)),
+            use_cache=True,
+        ).last_hidden_state
+        self.encoded_tokens += int(own.sum())
+        last = states[torch.arange(len(rows)), own.sum(1) - 1]
+        out: torch.Tensor = self._hf.score(last)
+        return out.reshape(-1)
+
+    def _prefix_kv(self, ids: list[int]) -> KV:
+        """Keys and values of all of `ids`, from the prefix cache and a forward of the rest."""
+        assert self._prefixes is not None
+        m, kv = self._prefixes.longest(ids, fresh=0)
+        if m == len(ids) and kv is not None:
+            return kv
+        cache = _cache_of(self._hf.config, kv, 1) if kv else DynamicCache(config=self._hf.config)
+        self._hf.base_model(
+            input_ids=torch.tensor([ids[m:]]),
+            position_ids=torch.arange(m, len(ids))[None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        self.encoded_tokens += len(ids) - m
+        layers: list[Any] = list(cache.layers)  # plain per-layer tensors: a Llama model
+        full = [(x.keys, x.values) for x in layers]
+        self._prefixes.add(ids, full)
+        return full
 
     @property
     def _pad(self) -> int:
@@ -160,12 +255,22 @@ class ValueReward:
 
     @classmethod
     def load(
-        cls, path: str | Path = DEFAULT_PATH, *, messages: MessagesOf = user_only
+        cls,
+        path: str | Path = DEFAULT_PATH,
+        *,
+        messages: MessagesOf = user_only,
+        prefix_cache_tokens: int = 2048,
     ) -> ValueReward:
         """The saved adapter at `path` on its base model, merged for scoring (loaded once per
-        process and folder; each reward keeps its own score cache)."""
+        process and folder; each reward keeps its own score and prefix caches)."""
         model, tok = _merged(str(Path(path).resolve()))
-        return cls(model, tok, messages=messages, name=f"value:{Path(path).name}")
+        return cls(
+            model,
+            tok,
+            messages=messages,
+            prefix_cache_tokens=prefix_cache_tokens,
+            name=f"value:{Path(path).name}",
+        )
 
     def export(self, folder: str | Path) -> Path:
         """The merged model as a plain Hugging Face folder (config, safetensors, tokenizer):

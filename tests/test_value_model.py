@@ -124,3 +124,34 @@ def test_a_default_search_without_the_artifact_names_the_command_that_builds_it(
     ctx = BuildContext(ScriptedBackend(lambda prefix, j: ("1", True)), load_suite("gcd", n=1))
     with pytest.raises(ConfigError, match=r"no trained value model at .*train_value\.py"):
         ctx.build({"type": "pf", "value_model": str(tmp_path / "nothing-here")})
+
+
+async def test_a_shared_chat_is_encoded_once_and_the_values_do_not_change() -> None:
+    """The shipped value model on a real suite's chat: sharing the prompt's keys and values
+    (within a call, and across calls through the prefix cache) gives the values of encoding
+    every prefix whole, for far fewer encoded tokens."""
+    from agentic.runtime.suites import load_suite
+
+    task = load_suite("chain_sum", n=1, seed=5).tasks[0]
+    steps = [
+        ["The sum is ", "12."],
+        ["Let me add: ", "3 + 4 = 7, ", "7 + 5 = 12.\n\nThe answer is 12."],
+        ["I think the answer is 40"],
+        ["1"],
+    ]
+    whole = ValueReward.load(prefix_cache_tokens=0)
+    shared = ValueReward.load()
+    assert whole.model is shared.model  # one merged model per process and folder
+    expected = await whole.score(task, steps)
+    got = await shared.score(task, steps)
+    for e, g in zip(expected, got, strict=True):
+        assert g == pytest.approx(e, abs=1e-4)
+    assert shared.encoded_tokens < whole.encoded_tokens / 2
+
+    more = [["The sum is ", "12.", " Done."], ["2"]]
+    before = shared.encoded_tokens
+    expected = await whole.score(task, more)
+    got = await shared.score(task, more)
+    assert sum(got, []) == pytest.approx(sum(expected, []), abs=1e-4)
+    prompt = len(shared.encode(shared.messages(task), ""))
+    assert shared.encoded_tokens - before < prompt  # the chat came from the prefix cache

@@ -37,12 +37,13 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def longest(self, ids: list[int]) -> tuple[int, KV | None]:
-        """The longest reusable prefix of `ids` (at most all but its last token, whose logits
-        the caller needs) and its keys and values."""
+    def longest(self, ids: list[int], *, fresh: int = 1) -> tuple[int, KV | None]:
+        """The longest reusable prefix of `ids`, leaving at least its last `fresh` tokens to be
+        encoded (1 by default: the caller needs the last token's logits), and its keys and
+        values."""
         best, hit = 0, None
         for seq in self._entries:
-            m = min(_common(seq, ids), len(ids) - 1)
+            m = min(_common(seq, ids), len(ids) - fresh)
             if m > best:
                 best, hit = m, seq
         if hit is None:
