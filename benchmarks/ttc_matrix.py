@@ -156,6 +156,12 @@ def parse_family(text: str) -> Family:
     return Family(name, config)
 
 
+def split_of(family: Family) -> str:
+    """A family named with `--families` keeps its side of the split (so a run can be split
+    across processes by family); any other is the user's own."""
+    return "eval" if family.key in EVAL else "train" if family.key in TRAIN else "user"
+
+
 def sampling_key(p: SamplingParams) -> str:
     return f"t{p.temperature:g}-minp{p.min_p:g}-topp{p.top_p:g}-{p.max_tokens}tok"
 
@@ -570,7 +576,7 @@ def search_summary(
 async def run(args: argparse.Namespace, params: SamplingParams) -> None:
     families: list[tuple[Family, str]] = []
     if args.families:
-        families = [(parse_family(f), "user") for f in args.families]
+        families = [(f, split_of(f)) for f in map(parse_family, args.families)]
     else:
         if args.split in ("train", "all"):
             families += [(f, "train") for f in TRAIN.values()]

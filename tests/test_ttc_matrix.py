@@ -36,6 +36,16 @@ def test_train_and_eval_families_never_overlap() -> None:
     assert len(datasets) == len(set(datasets)) >= 10  # split by family, not by task
 
 
+def test_a_named_family_keeps_its_side_of_the_split() -> None:
+    """`--families` with a train or eval family (one way to split a run across processes)
+    labels its rows as the protocol does; any other family is the user's own."""
+    split_of, parse = ttc_matrix.split_of, ttc_matrix.parse_family
+    assert split_of(parse("lcm:max_value=10")) == "eval"
+    assert split_of(parse("gcd:max_value=20")) == "train"
+    assert split_of(parse("lcm:max_value=12")) == "user"
+    assert split_of(parse("chain_sum:min_terms=3,max_terms=3,max_digits=1")) == "eval"
+
+
 def test_vote_ties_go_to_the_first_answer_and_weights_pick_the_member() -> None:
     group = [sample("7", 1.0, conf=0.1), sample("9", 0.0, conf=3.0), sample("7", 1.0, conf=2.0)]
     assert ttc_stats.vote(group) is group[0]
