@@ -31,9 +31,10 @@ best-of-N digest adds majority vote over the same samples, the baseline at equal
 
 Controllers run in the order above, each on every suite, so a run cut short still compares the
 first controllers on all tasks. A complete recording is kept and not run again (`--rerun` forces
-it); one cut short is run again. Each finished run also leaves a small digest beside its
-recording (`<name>.rows.json`: its curve points and table rows), committed while the recordings
-are not, so a later checkout summarizes and skips every run that finished anywhere.
+it); one cut short is run again, and so is one over fewer tasks than `--tasks` asks for. Each
+finished run also leaves a small digest beside its recording (`<name>.rows.json`: its curve
+points and table rows), committed while the recordings are not, so a later checkout summarizes
+and skips every run that finished anywhere: a longer run resumes suite by suite.
 `--controllers` picks a subset (comma-separated names); `--summarize` only rebuilds the tables
 and plots from the recordings and digests already there. The script
 is not named search.py: run as a script, that name would shadow the `search` package.
@@ -281,6 +282,13 @@ def done(path: Path) -> bool:
     return complete(path) or stored(path).exists()
 
 
+def tasks_of(path: Path) -> int:
+    """How many tasks the finished run behind `path` covered: a larger `--tasks` runs it again
+    (without `--rerun`), so a longer run resumes controller by controller and suite by suite."""
+    rows = run_digest(path)[1] if complete(path) else load_digest(path)[1]
+    return min((r["tasks"] for r in rows), default=0)
+
+
 def reused(args: argparse.Namespace, name: str, label: str) -> Path | None:
     """A judge run that stands for this head run: greedy ignores the reward, and best-of-N's
     samples are rescored by the head rather than drawn again."""
@@ -315,7 +323,10 @@ async def run_all(args: argparse.Namespace, backend: Backend, console: Console) 
     for label in wanted:
         for name in args.suites.split(","):
             path = args.out / args.reward / name / f"{label}.jsonl"
-            if not args.rerun and (done(path) or reused(args, name, label) is not None):
+            if not args.rerun and (
+                (done(path) and tasks_of(path) >= args.tasks)
+                or reused(args, name, label) is not None
+            ):
                 continue
             suite = load_suite(
                 "basic_arithmetic", n=args.tasks, seed=args.seed, config=SUITES[name]
