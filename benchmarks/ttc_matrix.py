@@ -138,6 +138,7 @@ DEFAULT_SEARCH: dict[str, Any] = {
     "confidence": "mean",
     "tokens_per_step": 16,
     "max_steps": 4,
+    "aggregation": "last",
 }
 
 
@@ -361,6 +362,7 @@ async def run_searches(
                 "confidence": args.search_confidence,
                 "tokens_per_step": args.tokens_per_step,
                 "max_steps": args.max_steps,
+                "aggregation": args.aggregation,
                 "temperature": params_of(args).temperature,
                 "min_p": params_of(args).min_p,
             }
@@ -423,7 +425,10 @@ def nx_ancestors(graph: Any, node: int) -> set[int]:
 
 
 def search_key(args: argparse.Namespace) -> str:
-    return f"{sampling_key(params_of(args))}-{args.tokens_per_step}x{args.max_steps}"
+    key = f"{sampling_key(params_of(args))}-{args.tokens_per_step}x{args.max_steps}"
+    # named only when not the default, so the rows recorded before the option keep their files
+    agg = getattr(args, "aggregation", DEFAULT_SEARCH["aggregation"])
+    return key if agg == DEFAULT_SEARCH["aggregation"] else f"{key}-{agg}"
 
 
 def params_of(args: argparse.Namespace) -> SamplingParams:
@@ -622,6 +627,12 @@ def main() -> None:
     ap.add_argument("--search-confidence", default=DEFAULT_SEARCH["confidence"])
     ap.add_argument("--tokens-per-step", type=int, default=DEFAULT_SEARCH["tokens_per_step"])
     ap.add_argument("--max-steps", type=int, default=DEFAULT_SEARCH["max_steps"])
+    ap.add_argument(
+        "--aggregation",
+        choices=("last", "min", "prod", "mean"),
+        default=DEFAULT_SEARCH["aggregation"],
+        help="how a search folds a candidate's step scores",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--summarize", action="store_true")
     ap.add_argument(

@@ -46,6 +46,16 @@ def test_a_named_family_keeps_its_side_of_the_split() -> None:
     assert split_of(parse("chain_sum:min_terms=3,max_terms=3,max_digits=1")) == "eval"
 
 
+def test_the_default_aggregation_keeps_the_recorded_file_names() -> None:
+    import argparse
+
+    base = {"temperature": 1.0, "min_p": 0.1, "top_p": 1.0, "max_tokens": 64, "samples": 16}
+    args = argparse.Namespace(**base, tokens_per_step=16, max_steps=4, aggregation="last")
+    assert ttc_matrix.search_key(args) == "t1-minp0.1-topp1-64tok-16x4"
+    args.aggregation = "min"
+    assert ttc_matrix.search_key(args) == "t1-minp0.1-topp1-64tok-16x4-min"
+
+
 def test_vote_ties_go_to_the_first_answer_and_weights_pick_the_member() -> None:
     group = [sample("7", 1.0, conf=0.1), sample("9", 0.0, conf=3.0), sample("7", 1.0, conf=2.0)]
     assert ttc_stats.vote(group) is group[0]
