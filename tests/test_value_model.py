@@ -152,6 +152,8 @@ async def test_a_shared_chat_is_encoded_once_and_the_values_do_not_change() -> N
     before = shared.encoded_tokens
     expected = await whole.score(task, more)
     got = await shared.score(task, more)
-    assert sum(got, []) == pytest.approx(sum(expected, []), abs=1e-4)
+    assert [v for vs in got for v in vs] == pytest.approx(
+        [v for vs in expected for v in vs], abs=1e-4
+    )
     prompt = len(shared.encode(shared.messages(task), ""))
     assert shared.encoded_tokens - before < prompt  # the chat came from the prefix cache
