@@ -427,7 +427,7 @@ def nx_ancestors(graph: Any, node: int) -> set[int]:
 def search_key(args: argparse.Namespace) -> str:
     key = f"{sampling_key(params_of(args))}-{args.tokens_per_step}x{args.max_steps}"
     # named only when not the default, so the rows recorded before the option keep their files
-    agg = getattr(args, "aggregation", DEFAULT_SEARCH["aggregation"])
+    agg = args.aggregation
     return key if agg == DEFAULT_SEARCH["aggregation"] else f"{key}-{agg}"
 
 

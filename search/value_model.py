@@ -221,7 +221,7 @@ class ValueReward:
         m, kv = self._prefixes.longest(ids, fresh=0)
         if m == len(ids) and kv is not None:
             return kv
-        cache = _cache_of(self._hf.config, kv, 1) if kv else DynamicCache(config=self._hf.config)
+        cache = _cache_of(self._hf.config, kv or [], 1)
         self._hf.base_model(
             input_ids=torch.tensor([ids[m:]]),
             position_ids=torch.arange(m, len(ids))[None],
