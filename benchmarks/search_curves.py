@@ -108,7 +108,7 @@ def controllers(reward: str, head: str | None) -> dict[str, Spec]:
 
 def value_controllers() -> dict[str, Spec]:
     """The rerun with the trained value model and the defaults chosen on the train families
-    (issue #18: 16-token steps, at most 4, T = 1.0, min_p 0.1): every setting is the spec's
+    (issue #18: 2 steps of 32 tokens, T = 1.0, min_p 0.1): every setting is the spec's
     default, so this measures what `agentic run --controller X` does out of the box. The names
     say N; beam keeps 2 beams, A* expands k = 4 with its default cost."""
     return {
