@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+
 import pytest
 
 from agentic.core import ConfigError
@@ -19,6 +24,43 @@ def test_reasoning_gym_suite_is_seeded_and_configurable() -> None:
     assert any(len(t.answer or "") >= 3 for t in wide.tasks)
     again = suite_from_config(wide.config())
     assert [t.input for t in again.tasks] == [t.input for t in wide.tasks]
+
+
+_TASKS_IN_A_PROCESS = """
+import hashlib, sys
+import reasoning_gym
+from agentic.runtime.suites import load_suite
+cfg = {"max_note_length": 3, "max_magazine_length": 8}
+raw = reasoning_gym.create_dataset("ransom_note", seed=0, size=20, **cfg)
+suite = load_suite("ransom_note", n=20, seed=0, config=cfg)
+digest = lambda texts: hashlib.md5("".join(texts).encode()).hexdigest()
+print(digest(raw[i]["question"] for i in range(20)), digest(t.input for t in suite.tasks))
+"""
+
+
+def test_a_hash_ordered_generator_gives_the_same_tasks_in_every_process() -> None:
+    """ransom_note draws letters from a set: as reasoning-gym generates it, two processes with
+    other string-hash seeds get other tasks; through `load_suite` they get the same ones, the
+    ones this process gets too."""
+    runs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", _TASKS_IN_A_PROCESS],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        runs.append(out.stdout.split())
+    (raw_1, suite_1), (raw_2, suite_2) = runs
+    assert raw_1 != raw_2  # the generator itself: why the fix is needed
+    assert suite_1 == suite_2
+    here = load_suite(
+        "ransom_note", n=20, seed=0, config={"max_note_length": 3, "max_magazine_length": 8}
+    )
+    assert hashlib.md5("".join(t.input for t in here.tasks).encode()).hexdigest() == suite_1
 
 
 async def test_reasoning_gym_checker_scores_right_and_wrong() -> None:

@@ -23,15 +23,25 @@ Generators have heavy tails that no per-setting range rules out (basic_arithmeti
 divisors of a product of its terms), so each task also gets `TASK_SECONDS` to generate where a
 timer can interrupt it (the main thread, SIGALRM unused); a failure while generating is a
 `ConfigError` naming the suite, the settings and the task.
+
+A few generators draw from a `set` of letters, whose order is Python's string-hash order: new in
+every process unless PYTHONHASHSEED is fixed, so the same seed gave other tasks in every run
+(ransom_note: 2 of 40 tasks alike between two runs). Those in `HASH_ORDERED` are generated in a
+child process with PYTHONHASHSEED=0 (about 2 s, an import of reasoning-gym), so a suite is the
+same tasks in every process, as a resumed or compared run needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import types
 import typing
@@ -163,6 +173,44 @@ def _deadline(seconds: float) -> Iterator[None]:
 
 ANSWER_INSTRUCTION = "Give only the final answer."
 
+# Datasets whose tasks change with the string-hash seed (`rng.choice(list(a_set))`), found by
+# generating 8 tasks of every reasoning-gym dataset at its default settings under
+# PYTHONHASHSEED=1 and =2 and comparing (benchmarks/gym_hash_order.py).
+HASH_ORDERED = frozenset({"ransom_note"})
+
+# The child that generates a HASH_ORDERED dataset: the settings come in on stdin, the entries go
+# out as JSON (tuples in metadata come back as lists; the checkers read only the answer).
+_CHILD = """
+import json, sys, reasoning_gym
+a = json.load(sys.stdin)
+ds = reasoning_gym.create_dataset(a["dataset"], seed=a["seed"], size=a["n"], **a["params"])
+json.dump([ds[i] for i in range(a["n"])], sys.stdout, default=str)
+"""
+
+
+def entries_in_fixed_hash_order(
+    dataset: str, seed: int, n: int, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The `n` entries of `dataset` as a process with PYTHONHASHSEED=0 generates them."""
+    where = f"suite {dataset!r} with {params}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD],
+            input=json.dumps({"dataset": dataset, "seed": seed, "n": n, "params": params}),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            timeout=30 + TASK_SECONDS * n,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{where}: generating {n} tasks took too long") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ConfigError(f"{where}: generating the tasks failed: {last[:200]}")
+    entries: list[dict[str, Any]] = json.loads(done.stdout)
+    return entries
+
 
 class ReasoningGymSuite(TaskSuite):
     def __init__(
@@ -194,12 +242,15 @@ class ReasoningGymSuite(TaskSuite):
             self._dataset = reasoning_gym.create_dataset(dataset, seed=seed, size=n, **params)
         except (TypeError, ValueError, AssertionError) as e:
             raise ConfigError(f"bad config for suite {dataset!r} ({params}): {e}") from None
+        fixed = None
+        if dataset in HASH_ORDERED and os.environ.get("PYTHONHASHSEED") != "0":
+            fixed = entries_in_fixed_hash_order(dataset, seed, n, params)
         self._entries: dict[str, dict[str, Any]] = {}
         tasks = []
         for i in range(n):
             try:
                 with _deadline(TASK_SECONDS):
-                    entry = self._dataset[i]
+                    entry = fixed[i] if fixed is not None else self._dataset[i]
             except _TooSlow:
                 raise ConfigError(
                     f"suite {dataset!r} with {params}: task {i} took over {TASK_SECONDS:g} s to "
