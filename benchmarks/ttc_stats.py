@@ -74,12 +74,18 @@ def selectors(verifiers: list[str]) -> dict[str, Any]:
 
 
 def verifier_names(rows: list[dict[str, Any]]) -> list[str]:
-    first = rows[0]["samples"][0]
-    names = [f"confidence.{s}" for s in first["confidence"]]
-    names += [k for k in ("judge", "head", "trained", "value", "program") if k in first]
-    if "program" in first:
-        names += [f"confidence.{s}+program" for s in first["confidence"]]
-        names += ["value+program"] if "value" in first else []
+    """The verifiers every row was scored by: one that scored only some rows (a family's rows
+    being made again, before a later pass adds its scores) is left out, not read as missing."""
+    firsts = [row["samples"][0] for row in rows]
+    has = {
+        k for k in ("judge", "head", "trained", "value", "program") if all(k in s for s in firsts)
+    }
+    stats = list(firsts[0]["confidence"])
+    names = [f"confidence.{s}" for s in stats]
+    names += [k for k in ("judge", "head", "trained", "value", "program") if k in has]
+    if "program" in has:
+        names += [f"confidence.{s}+program" for s in stats]
+        names += ["value+program"] if "value" in has else []
     return names
 
 

@@ -161,3 +161,15 @@ def test_a_tiny_real_run_resumes_and_summarizes(tmp_path: Path) -> None:
         user["mean"]
     )
     assert user["mean"]["oracle"]["2"][0] >= user["mean"]["vote"]["2"][0]
+
+
+def test_a_verifier_missing_from_some_rows_is_left_out_of_the_pooled_summary() -> None:
+    """While one family's rows are made again, its samples lack the value model's scores until
+    a later pass adds them: the summary then pools the verifiers every row has."""
+    scored = {"samples": [{**sample("7", 1.0), "value": 0.9}, {**sample("9", 0.0), "value": 0.2}]}
+    fresh = {"samples": [sample("7", 1.0), sample("8", 0.0)]}
+    assert "value" in ttc_stats.verifier_names([scored])
+    names = ttc_stats.verifier_names([scored, fresh])
+    assert "value" not in names and "value+program" not in names
+    assert "program" in names
+    assert set(ttc_stats.verifier_quality([scored, fresh])) == set(names)
