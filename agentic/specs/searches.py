@@ -61,7 +61,7 @@ class SearchSpec(Spec):
     # judge 0.619, program 0.607. value won by the rule fixed before any eval number, though
     # confidence.mean is within noise of it (0.002), and on finished answers alone
     # confidence.mean+program is a hair ahead (0.902 against 0.897). On the eval families the value
-    # model does not transfer (0.591 pooled there, 0.480 on the matrix's final answers); eval
+    # model does not transfer (0.591 pooled there, 0.492 on the matrix's final answers); eval
     # numbers report, they never pick a default. It loads a second SmolLM2 (LoRA merged).
     tokens_per_step: int = Field(default=32, ge=1)
     max_steps: int = Field(default=2, ge=1)
