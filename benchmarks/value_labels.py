@@ -1,9 +1,9 @@
 """Math-Shepherd step labels for the trained value model, over the matrix's families.
 
-Per task, `--samples` solutions are sampled step by step exactly as the search controllers step
-(the matrix's chat, 16-token steps split at blank lines, at most 4 steps, T=1.0 / min_p 0.1: the
-defaults chosen on the train families, `ttc_matrix.DEFAULT_SEARCH`); every unfinished prefix is
-rolled out `--rollouts` times to the end and checked by the suite (soft label = fraction
+Per task, `--samples` solutions are sampled step by step as the search controllers step (the
+matrix's chat, steps split at blank lines; 16-token steps, at most 4, `LABEL_*`, the search
+default when the shipped model was trained; T=1.0 / min_p 0.1, the sampling chosen on the train
+families); every unfinished prefix is rolled out `--rollouts` times to the end and checked by the suite (soft label = fraction
 correct); a finished answer is checked directly (`search.head_reward.collect_labels`).
 
 `--split train` labels the TRAIN families: the value model is fit on these and nothing else.
@@ -25,7 +25,7 @@ import json
 import time
 from pathlib import Path
 
-from ttc_matrix import DEFAULT_SAMPLING, DEFAULT_SEARCH, EVAL, RESULTS, SEED, TRAIN, Family, _lines
+from ttc_matrix import DEFAULT_SAMPLING, EVAL, RESULTS, SEED, TRAIN, Family, _lines
 
 from agentic.core import ConfigError, Task
 from agentic.runtime.suites import load_suite
@@ -34,6 +34,11 @@ from search.base import StepGenerator
 from search.head_reward import LabelledPrefix, collect_labels
 
 LABELS = RESULTS / "value_labels"
+# The steps the shipped value model's labels were made with. Pinned rather than read from the
+# search default (2 steps of 32 tokens since the train-family sweep): shorter steps give each
+# answer more unfinished prefixes to label, and a rerun must make the labels the artifact was
+# trained on.
+LABEL_TOKENS_PER_STEP, LABEL_MAX_STEPS = 16, 4
 
 
 def read_labels(path: Path) -> list[LabelledPrefix]:
@@ -56,8 +61,8 @@ async def label_family(
     suite = load_suite(family.dataset, n=args.tasks, seed=SEED, config=family.config)
     steps = StepGenerator(
         backend,
-        tokens_per_step=DEFAULT_SEARCH["tokens_per_step"],
-        max_steps=DEFAULT_SEARCH["max_steps"],
+        tokens_per_step=LABEL_TOKENS_PER_STEP,
+        max_steps=LABEL_MAX_STEPS,
         temperature=DEFAULT_SAMPLING["temperature"],
         min_p=DEFAULT_SAMPLING["min_p"],
         top_p=DEFAULT_SAMPLING["top_p"],
