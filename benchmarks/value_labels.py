@@ -3,8 +3,9 @@
 Per task, `--samples` solutions are sampled step by step as the search controllers step (the
 matrix's chat, steps split at blank lines; 16-token steps, at most 4, `LABEL_*`, the search
 default when the shipped model was trained; T=1.0 / min_p 0.1, the sampling chosen on the train
-families); every unfinished prefix is rolled out `--rollouts` times to the end and checked by the suite (soft label = fraction
-correct); a finished answer is checked directly (`search.head_reward.collect_labels`).
+families); every unfinished prefix is rolled out `--rollouts` times to the end and checked by
+the suite (soft label = fraction correct); a finished answer is checked directly
+(`search.head_reward.collect_labels`).
 
 `--split train` labels the TRAIN families: the value model is fit on these and nothing else.
 `--split eval` labels the EVAL families with the same recipe, only to *measure* the verifiers'
