@@ -150,13 +150,16 @@ async def compare(
 
 
 def tasks_for(examples: list[LabelledPrefix], families: dict[str, Any]) -> dict[str, Task]:
-    """The suite tasks the examples were labelled on (same dataset, config and seed)."""
+    """The tasks the examples of `families` were labelled on, rebuilt from the question each
+    label carries (its chat's user turn) rather than generated again: a label is then never
+    scored against another question, as ransom_note's were while its tasks changed from process
+    to process (`agentic.runtime.suites.HASH_ORDERED`)."""
+    datasets = tuple(f.dataset + "/" for f in families.values())
     out: dict[str, Task] = {}
-    for f in families.values():
-        ids = [e.task_id for e in examples if e.task_id.startswith(f.dataset + "/")]
-        if ids:
-            n = max(int(i.rsplit("/", 1)[1]) for i in ids) + 1
-            out |= {t.id: t for t in load_suite(f.dataset, n=n, seed=SEED, config=f.config).tasks}
+    for e in examples:
+        if e.task_id.startswith(datasets) and e.task_id not in out:
+            question = next(m.content for m in e.messages if m.role == "user")
+            out[e.task_id] = Task(id=e.task_id, input=question)
     return out
 
 

@@ -84,6 +84,32 @@ def test_the_shipped_value_model_was_fit_on_train_families_only() -> None:
     assert not set(meta["train_families"]) & set(EVAL)
 
 
+def test_labels_are_scored_against_the_question_they_were_made_on() -> None:
+    """train_value.tasks_for rebuilds each labelled task from the question the label carries,
+    so a generator whose tasks change between processes cannot pair a label with another one."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from train_value import tasks_for
+    from ttc_matrix import EVAL, TRAIN
+
+    def label(task_id: str, question: str, prefix: str) -> LabelledPrefix:
+        chat = (Message(role="user", content=question),)
+        return LabelledPrefix(
+            task_id=task_id, messages=chat, prefix=prefix, step=1, hard=1, soft=1, rollouts=0
+        )
+
+    examples = [
+        label("ransom_note/0/3", "Ransom note: ab\nMagazine: xyz", "False"),
+        label("ransom_note/0/3", "Ransom note: ab\nMagazine: xyz", "True"),
+        label("gcd/0/1", "gcd(4, 6)?", "2"),
+    ]
+    tasks = tasks_for(examples, EVAL)
+    assert list(tasks) == ["ransom_note/0/3"]  # gcd is a train family
+    assert tasks["ransom_note/0/3"].input == "Ransom note: ab\nMagazine: xyz"
+    assert tasks_for(examples, TRAIN)["gcd/0/1"].input == "gcd(4, 6)?"
+
+
 @pytest.mark.parametrize("kind", ["bon", "pf"])
 async def test_the_default_reward_is_the_shipped_value_model_and_searches(
     smollm2: Any, kind: str
