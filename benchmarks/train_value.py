@@ -19,6 +19,10 @@ families' Math-Shepherd labels, and measure it on the EVAL families it never saw
     .venv/bin/python benchmarks/value_labels.py --split eval --tasks 16
     .venv/bin/python benchmarks/train_value.py                     # fit, save, measure
     .venv/bin/python benchmarks/ttc_matrix.py --summarize --chosen-sampling
+
+`--skip-train --compare value,confidence.mean` measures only the named verifiers again (the
+judge and the program verifier take most of the time) and merges their numbers into the report,
+keeping the others'.
 """
 
 from __future__ import annotations
@@ -227,20 +231,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(backend, TransformersBackend):
         raise ConfigError("the comparison verifiers read a local model: use embedded:/hf:")
     verifiers = {"value": reward, **comparison_verifiers(backend)}
+    if args.compare:
+        unknown = sorted(set(args.compare) - set(verifiers))
+        if unknown:
+            raise ConfigError(f"--compare: unknown {unknown}; choose from {', '.join(verifiers)}")
+        verifiers = {k: v for k, v in verifiers.items() if k in args.compare}
+        # the other verifiers' numbers stay as the last full run measured them
+        if args.report.exists():
+            report = json.loads(args.report.read_text()) | report
     print(f"held-out train tasks: {len(held)} prefixes")
-    report["held_train"] = await compare(verifiers, tasks_for(examples, TRAIN), held)
+    report["held_train"] = report.get("held_train", {}) | await compare(
+        verifiers, tasks_for(examples, TRAIN), held
+    )
     aucs = {k: v["auc"] or 0.0 for k, v in report["held_train"].items()}
     report["chosen"] = max(aucs, key=lambda k: aucs[k])
     print(f"chosen on the held-out train tasks: {report['chosen']}", flush=True)
     meta_path = args.artifact / "value.json"
-    meta = json.loads(meta_path.read_text()) | {"held_train_auc": report["held_train"]["value"]}
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    if "value" in verifiers:
+        meta = json.loads(meta_path.read_text()) | {"held_train_auc": report["held_train"]["value"]}
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     args.report.write_text(json.dumps(report, indent=2) + "\n")  # a checkpoint
     eval_examples = [e for p in label_files(args.labels, "eval") for e in read_labels(p)]
     if eval_examples:
         print(f"eval families: {len(eval_examples)} prefixes")
         tasks = tasks_for(eval_examples, EVAL)
-        report["eval_prefixes"] = await compare(verifiers, tasks, eval_examples)
+        report["eval_prefixes"] = report.get("eval_prefixes", {}) | await compare(
+            verifiers, tasks, eval_examples
+        )
         args.report.write_text(json.dumps(report, indent=2) + "\n")
     await backend.aclose()
     if args.score_rows:
@@ -260,7 +277,9 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="measure the saved artifact")
     ap.add_argument("--no-score-rows", dest="score_rows", action="store_false")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--compare", default="", help="only these verifiers (comma-separated)")
     args = ap.parse_args()
+    args.compare = [v for v in args.compare.split(",") if v]
     try:
         asyncio.run(run(args))
     except ConfigError as e:
