@@ -154,16 +154,22 @@ async def compare(
 
 
 def tasks_for(examples: list[LabelledPrefix], families: dict[str, Any]) -> dict[str, Task]:
-    """The tasks the examples of `families` were labelled on, rebuilt from the question each
-    label carries (its chat's user turn) rather than generated again: a label is then never
-    scored against another question, as ransom_note's were while its tasks changed from process
-    to process (`agentic.runtime.suites.HASH_ORDERED`)."""
-    datasets = tuple(f.dataset + "/" for f in families.values())
+    """The tasks the examples of `families` were labelled on: the suite's task (its expected
+    answer decides how an answer is read, `agentic.core.answers`), except where the question a
+    label carries differs from it. Labels made while ransom_note's tasks changed from process to
+    process (`agentic.runtime.suites.HASH_ORDERED`) carry such questions: their task is rebuilt
+    from that question, without an expected answer, since the suite's belongs to another."""
     out: dict[str, Task] = {}
-    for e in examples:
-        if e.task_id.startswith(datasets) and e.task_id not in out:
+    for f in families.values():
+        mine = [e for e in examples if e.task_id.startswith(f.dataset + "/")]
+        if not mine:
+            continue
+        n = max(int(e.task_id.rsplit("/", 1)[1]) for e in mine) + 1
+        suite = {t.id: t for t in load_suite(f.dataset, n=n, seed=SEED, config=f.config).tasks}
+        for e in mine:
             question = next(m.content for m in e.messages if m.role == "user")
-            out[e.task_id] = Task(id=e.task_id, input=question)
+            task = suite[e.task_id]
+            out[e.task_id] = task if task.input == question else Task(id=task.id, input=question)
     return out
 
 

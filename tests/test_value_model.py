@@ -85,13 +85,16 @@ def test_the_shipped_value_model_was_fit_on_train_families_only() -> None:
 
 
 def test_labels_are_scored_against_the_question_they_were_made_on() -> None:
-    """train_value.tasks_for rebuilds each labelled task from the question the label carries,
-    so a generator whose tasks change between processes cannot pair a label with another one."""
+    """train_value.tasks_for keeps the suite's task (with its expected answer, which decides how
+    an answer is read) where a label's question is that task's, and otherwise rebuilds the task
+    from the label's own question, so a label is never paired with another question."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     from train_value import tasks_for
     from ttc_matrix import EVAL, TRAIN
+
+    from agentic.runtime.suites import load_suite
 
     def label(task_id: str, question: str, prefix: str) -> LabelledPrefix:
         chat = (Message(role="user", content=question),)
@@ -99,15 +102,18 @@ def test_labels_are_scored_against_the_question_they_were_made_on() -> None:
             task_id=task_id, messages=chat, prefix=prefix, step=1, hard=1, soft=1, rollouts=0
         )
 
+    gcd = TRAIN["gcd:max_value=20"]
+    real = load_suite(gcd.dataset, n=2, seed=0, config=gcd.config).tasks[1]
     examples = [
         label("ransom_note/0/3", "Ransom note: ab\nMagazine: xyz", "False"),
         label("ransom_note/0/3", "Ransom note: ab\nMagazine: xyz", "True"),
-        label("gcd/0/1", "gcd(4, 6)?", "2"),
+        label(real.id, real.input, "2"),
     ]
     tasks = tasks_for(examples, EVAL)
     assert list(tasks) == ["ransom_note/0/3"]  # gcd is a train family
     assert tasks["ransom_note/0/3"].input == "Ransom note: ab\nMagazine: xyz"
-    assert tasks_for(examples, TRAIN)["gcd/0/1"].input == "gcd(4, 6)?"
+    assert tasks["ransom_note/0/3"].answer is None  # the suite's task 3 is another question
+    assert tasks_for(examples, TRAIN)[real.id] == real
 
 
 @pytest.mark.parametrize("kind", ["bon", "pf"])
