@@ -77,12 +77,10 @@ def verifier_names(rows: list[dict[str, Any]]) -> list[str]:
     """The verifiers every row was scored by: one that scored only some rows (a family's rows
     being made again, before a later pass adds its scores) is left out, not read as missing."""
     firsts = [row["samples"][0] for row in rows]
-    has = {
-        k for k in ("judge", "head", "trained", "value", "program") if all(k in s for s in firsts)
-    }
+    scored = ("judge", "head", "trained", "value", "program")
+    has = [k for k in scored if all(k in s for s in firsts)]
     stats = list(firsts[0]["confidence"])
-    names = [f"confidence.{s}" for s in stats]
-    names += [k for k in ("judge", "head", "trained", "value", "program") if k in has]
+    names = [f"confidence.{s}" for s in stats] + has
     if "program" in has:
         names += [f"confidence.{s}+program" for s in stats]
         names += ["value+program"] if "value" in has else []
